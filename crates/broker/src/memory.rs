@@ -1,0 +1,393 @@
+//! The embedded broker: channel logs in process memory.
+//!
+//! Each channel is one mutex-protected [`ChannelLog`]: its seq, bounded history,
+//! snapshot, retained values and local subscribers. Publish and subscribe both take
+//! that lock, which is what makes a subscription race-free: the `subscribed` reply
+//! and the snapshot or replay are queued before any later message can be.
+//! The epoch is drawn at start-up, so a restarted process (whose logs are gone)
+//! never claims to continue an old log.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use tradecast_protocol::client::Since;
+use tradecast_protocol::{Channel, server};
+
+use crate::outbox::{Outbox, Push};
+use crate::{Broker, BrokerError, Position};
+
+/// How much history each channel keeps for resume.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// At most this many durable messages per channel.
+    pub max_messages: usize,
+    /// Messages older than this are dropped.
+    pub max_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_messages: 1000,
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Channel logs held in this process.
+pub struct MemoryBroker {
+    epoch: String,
+    retention: Retention,
+    channels: RwLock<HashMap<String, Arc<Mutex<ChannelLog>>>>,
+}
+
+#[derive(Default)]
+struct ChannelLog {
+    seq: u64,
+    /// (seq, appended at, stamped message), oldest first.
+    history: VecDeque<(u64, Instant, Bytes)>,
+    snapshot: Option<Bytes>,
+    /// Retained ephemeral values by key, replayed after the snapshot.
+    retained: BTreeMap<String, Bytes>,
+    subscribers: HashMap<u64, Arc<Outbox>>,
+}
+
+impl ChannelLog {
+    fn is_idle(&self) -> bool {
+        self.subscribers.is_empty()
+            && self.seq == 0
+            && self.snapshot.is_none()
+            && self.retained.is_empty()
+    }
+
+    fn trim(&mut self, retention: &Retention, now: Instant) {
+        while let Some((_, at, _)) = self.history.front() {
+            let too_many = self.history.len() > retention.max_messages;
+            if too_many || now.duration_since(*at) > retention.max_age {
+                self.history.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Can every durable message after `since` be replayed from history?
+    fn can_replay(&self, epoch: &str, since: &Since) -> bool {
+        if since.epoch != epoch || since.seq > self.seq {
+            return false;
+        }
+        match self.history.front() {
+            _ if since.seq == self.seq => true,
+            Some((first, _, _)) => *first <= since.seq + 1,
+            None => false,
+        }
+    }
+
+    /// Deliver to every subscriber, forgetting the ones whose outbox closed.
+    fn fan_out(&mut self, push: impl Fn(&Outbox) -> Push) {
+        let mut closed = Vec::new();
+        for (id, outbox) in &self.subscribers {
+            match push(outbox) {
+                Push::Queued => {}
+                Push::Conflated => {
+                    metrics::counter!("tradecast_outbox_conflated_total").increment(1)
+                }
+                Push::Closed => closed.push(*id),
+            }
+        }
+        for id in closed {
+            self.subscribers.remove(&id);
+        }
+    }
+}
+
+impl MemoryBroker {
+    pub fn new(retention: Retention) -> MemoryBroker {
+        MemoryBroker {
+            epoch: format!("{:016x}", fastrand::u64(..)),
+            retention,
+            channels: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// This process's log epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    fn log(&self, channel: &str) -> Arc<Mutex<ChannelLog>> {
+        if let Some(log) = self.channels.read().get(channel) {
+            return log.clone();
+        }
+        self.channels
+            .write()
+            .entry(channel.to_owned())
+            .or_default()
+            .clone()
+    }
+}
+
+/// The conflation key of an ephemeral message, computed once per publish.
+fn conflation_key(channel: &str, key: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (channel, key).hash(&mut hasher);
+    hasher.finish()
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish_durable(
+        &self,
+        channel: &str,
+        message: Bytes,
+        snapshot: Option<Bytes>,
+    ) -> Result<u64, BrokerError> {
+        let log = self.log(channel);
+        let mut log = log.lock();
+        log.seq += 1;
+        let seq = log.seq;
+        let stamped = server::stamp_seq(&message, seq);
+        let now = Instant::now();
+        log.history.push_back((seq, now, stamped.clone()));
+        log.trim(&self.retention, now);
+        if let Some(snapshot) = snapshot {
+            log.snapshot = Some(snapshot);
+        }
+        log.fan_out(|outbox| outbox.push(stamped.clone()));
+        Ok(seq)
+    }
+
+    async fn publish_ephemeral(
+        &self,
+        channel: &str,
+        key: &str,
+        message: Bytes,
+        retain: bool,
+    ) -> Result<(), BrokerError> {
+        let conflation = conflation_key(channel, key);
+        let log = self.log(channel);
+        let mut log = log.lock();
+        if retain {
+            log.retained.insert(key.to_owned(), message.clone());
+        }
+        log.fan_out(|outbox| outbox.push_latest(conflation, message.clone()));
+        Ok(())
+    }
+
+    async fn set_snapshot(&self, channel: &str, snapshot: Bytes) -> Result<(), BrokerError> {
+        self.log(channel).lock().snapshot = Some(snapshot);
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        channel: &Channel,
+        since: Option<&Since>,
+        outbox: &Arc<Outbox>,
+        reply_id: Option<&Value>,
+    ) -> Result<Position, BrokerError> {
+        let name = channel.to_string();
+        let log = self.log(&name);
+        let mut log = log.lock();
+        let now = Instant::now();
+        log.trim(&self.retention, now);
+        let recovered =
+            channel.is_durable() && since.is_some_and(|since| log.can_replay(&self.epoch, since));
+        outbox.push(server::subscribed(
+            reply_id,
+            &name,
+            &self.epoch,
+            log.seq,
+            recovered,
+        ));
+        if recovered {
+            let after = since.map_or(0, |s| s.seq);
+            for (_, _, message) in log.history.iter().filter(|(seq, _, _)| *seq > after) {
+                outbox.push(message.clone());
+            }
+        } else {
+            match &log.snapshot {
+                Some(snapshot) => outbox.push(snapshot.clone()),
+                None => match channel.empty_snapshot() {
+                    Some(empty) => outbox.push(Bytes::from(empty)),
+                    None => Push::Queued,
+                },
+            };
+        }
+        for (key, value) in &log.retained {
+            outbox.push_latest(conflation_key(&name, key), value.clone());
+        }
+        log.subscribers.insert(outbox.id(), outbox.clone());
+        Ok(Position {
+            epoch: self.epoch.clone(),
+            seq: log.seq,
+            recovered,
+        })
+    }
+
+    async fn unsubscribe(&self, channel: &Channel, outbox: &Outbox) {
+        let name = channel.to_string();
+        let Some(log) = self.channels.read().get(&name).cloned() else {
+            return;
+        };
+        let idle = {
+            let mut log = log.lock();
+            log.subscribers.remove(&outbox.id());
+            log.is_idle()
+        };
+        if idle {
+            let mut channels = self.channels.write();
+            if channels.get(&name).is_some_and(|log| log.lock().is_idle()) {
+                channels.remove(&name);
+            }
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::OutboxLimits;
+
+    fn frames(outbox: &Outbox) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        outbox.drain(&mut out);
+        out.iter()
+            .map(|b| serde_json::from_slice(b).unwrap())
+            .collect()
+    }
+
+    fn msg(n: u64) -> Bytes {
+        Bytes::from(format!(r#"{{"type":"alert","channel":"alerts","n":{n}}}"#))
+    }
+
+    #[tokio::test]
+    async fn resume_replays_exactly_the_missed_messages() {
+        let broker = MemoryBroker::new(Retention::default());
+        for n in 1..=5 {
+            broker
+                .publish_durable("alerts", msg(n), None)
+                .await
+                .unwrap();
+        }
+        let outbox = Arc::new(Outbox::new(1, OutboxLimits::default()));
+        let since = Since {
+            epoch: broker.epoch().into(),
+            seq: 3,
+        };
+        let pos = broker
+            .subscribe(&Channel::Alerts, Some(&since), &outbox, None)
+            .await
+            .unwrap();
+        assert_eq!((pos.seq, pos.recovered), (5, true));
+        broker
+            .publish_durable("alerts", msg(6), None)
+            .await
+            .unwrap();
+        let got = frames(&outbox);
+        assert_eq!(got[0]["type"], "subscribed");
+        let seqs: Vec<u64> = got[1..]
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, [4, 5, 6]);
+    }
+
+    #[tokio::test]
+    async fn stale_resume_gets_a_snapshot() {
+        let broker = MemoryBroker::new(Retention {
+            max_messages: 2,
+            max_age: Duration::from_secs(60),
+        });
+        for n in 1..=5 {
+            let snap = Bytes::from(format!(
+                r#"{{"type":"alerts_full","channel":"alerts","n":{n}}}"#
+            ));
+            broker
+                .publish_durable("alerts", msg(n), Some(snap))
+                .await
+                .unwrap();
+        }
+        let outbox = Arc::new(Outbox::new(1, OutboxLimits::default()));
+        for since in [
+            Since {
+                epoch: broker.epoch().into(),
+                seq: 1,
+            },
+            Since {
+                epoch: "old".into(),
+                seq: 4,
+            },
+        ] {
+            let pos = broker
+                .subscribe(&Channel::Alerts, Some(&since), &outbox, None)
+                .await
+                .unwrap();
+            assert!(!pos.recovered);
+            let got = frames(&outbox);
+            assert_eq!(got.len(), 2);
+            assert_eq!(
+                (got[1]["type"].as_str(), got[1]["n"].as_u64()),
+                (Some("alerts_full"), Some(5))
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn new_channel_gets_an_empty_snapshot_and_retained_values() {
+        let broker = MemoryBroker::new(Retention::default());
+        let outbox = Arc::new(Outbox::new(1, OutboxLimits::default()));
+        broker
+            .subscribe(&Channel::Portfolio(9), None, &outbox, Some(&Value::from(4)))
+            .await
+            .unwrap();
+        let got = frames(&outbox);
+        assert_eq!(
+            (got[0]["id"].as_u64(), got[0]["seq"].as_u64()),
+            (Some(4), Some(0))
+        );
+        assert_eq!(got[1]["type"], "portfolio_full");
+        let prices = Channel::Prices("forex".into());
+        for bid in [1.1, 1.2] {
+            let m = Bytes::from(format!(
+                r#"{{"type":"price","channel":"prices:forex","symbol":"EURUSD","bid":{bid}}}"#
+            ));
+            broker
+                .publish_ephemeral("prices:forex", "EURUSD", m, true)
+                .await
+                .unwrap();
+        }
+        broker
+            .subscribe(&prices, None, &outbox, None)
+            .await
+            .unwrap();
+        let got = frames(&outbox);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1]["bid"], 1.2);
+    }
+
+    #[tokio::test]
+    async fn unsubscribed_outbox_gets_nothing_and_idle_channels_are_forgotten() {
+        let broker = MemoryBroker::new(Retention::default());
+        let outbox = Arc::new(Outbox::new(1, OutboxLimits::default()));
+        let ch = Channel::Prices("nowhere".into());
+        broker.subscribe(&ch, None, &outbox, None).await.unwrap();
+        broker.unsubscribe(&ch, &outbox).await;
+        assert!(broker.channels.read().is_empty());
+        broker
+            .publish_ephemeral("prices:nowhere", "X", msg(1), false)
+            .await
+            .unwrap();
+        assert_eq!(frames(&outbox).len(), 1, "only the subscribed reply");
+    }
+}

@@ -1,0 +1,86 @@
+//! The private admin listener: health, readiness, Prometheus metrics and the HTTP
+//! ingest endpoint. Bind it to loopback or a private network only.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Value, json};
+use tradecast_protocol::ingest;
+
+use crate::node::Node;
+
+#[derive(Clone)]
+struct Admin {
+    node: Arc<Node>,
+    metrics: PrometheusHandle,
+}
+
+pub fn router(node: Arc<Node>, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .route("/v1/events", post(events))
+        .with_state(Admin { node, metrics })
+}
+
+/// Ready when the broker is reachable and the node is not draining.
+async fn readyz(State(admin): State<Admin>) -> Response {
+    if admin.node.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if !admin.node.broker.is_ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "broker not ready").into_response()
+    } else {
+        "ready".into_response()
+    }
+}
+
+async fn render_metrics(State(admin): State<Admin>) -> String {
+    admin.metrics.render()
+}
+
+/// `POST /v1/events`: one ingest event object, or an array of them. Either every
+/// event is valid and all are applied in order (200 once their messages are
+/// published), or none is and the reply is 400 with each bad event's reason.
+async fn events(State(admin): State<Admin>, body: Bytes) -> Response {
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => return bad_request(json!([{ "index": 0, "reason": format!("not JSON: {e}") }])),
+    };
+    let items = match value {
+        Value::Array(items) => items,
+        single => vec![single],
+    };
+    let mut events = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match ingest::parse_value(item) {
+            Ok(event) => events.push(event),
+            Err(error) => {
+                metrics::counter!("tradecast_ingest_dead_letters_total").increment(1);
+                errors.push(json!({ "index": index, "reason": error.to_string() }));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return bad_request(Value::Array(errors));
+    }
+    match admin.node.pipeline.apply(events).await {
+        Ok(outcome) => axum::Json(outcome).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+fn bad_request(errors: Value) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({ "error": "invalid ingest event", "errors": errors })),
+    )
+        .into_response()
+}

@@ -1,0 +1,121 @@
+//! The state one gateway node shares between its connections.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tradecast_broker::Broker;
+
+use crate::auth::Authenticator;
+use crate::config::GatewayConfig;
+use crate::pipeline::Pipeline;
+
+/// One-click identities offered by the demo page (`GET /demo/identities`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DemoIdentity {
+    pub label: String,
+    pub role: &'static str,
+    pub sub: u64,
+    pub token: String,
+}
+
+/// Shared by every connection and HTTP handler of the node.
+pub struct Node {
+    pub config: GatewayConfig,
+    pub auth: Authenticator,
+    pub broker: Arc<dyn Broker>,
+    pub pipeline: Pipeline,
+    pub demo: Option<Vec<DemoIdentity>>,
+    connections: AtomicUsize,
+    next_id: AtomicU64,
+    drain: watch::Sender<bool>,
+}
+
+impl Node {
+    pub fn new(
+        config: GatewayConfig,
+        auth: Authenticator,
+        broker: Arc<dyn Broker>,
+        pipeline: Pipeline,
+        demo: Option<Vec<DemoIdentity>>,
+    ) -> Node {
+        Node {
+            config,
+            auth,
+            broker,
+            pipeline,
+            demo,
+            connections: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            drain: watch::channel(false).0,
+        }
+    }
+
+    /// Count a new connection, or `None` when the node is at its cap or draining.
+    pub fn admit(self: &Arc<Self>) -> Option<ConnectionGuard> {
+        if self.is_draining() {
+            return None;
+        }
+        let admitted = self
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.config.max_connections).then_some(n + 1)
+            })
+            .is_ok();
+        if !admitted {
+            return None;
+        }
+        metrics::gauge!("tradecast_connections").increment(1.0);
+        metrics::counter!("tradecast_connections_total").increment(1);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Some(ConnectionGuard {
+            node: self.clone(),
+            id,
+        })
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// Start the graceful drain: every connection is told to reconnect.
+    pub fn start_drain(&self) {
+        self.drain.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+
+    /// A receiver that changes when the drain starts.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.drain.subscribe()
+    }
+
+    /// How long one connection waits before it is closed during a drain: spread
+    /// over the first 80 % of the drain window so clients do not reconnect at once.
+    pub fn drain_delay(&self) -> Duration {
+        self.config.drain.mul_f64(0.8 * fastrand::f64())
+    }
+}
+
+/// Holds a connection slot; releases it when dropped.
+pub struct ConnectionGuard {
+    node: Arc<Node>,
+    id: u64,
+}
+
+impl ConnectionGuard {
+    /// Process-unique connection id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.node.connections.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("tradecast_connections").decrement(1.0);
+    }
+}

@@ -1,0 +1,354 @@
+//! One WebSocket connection, from `welcome` to close.
+//!
+//! A single task per connection does everything: it reads client frames, writes
+//! whatever the [`Outbox`] holds (all of it, then one flush), sends the heartbeat
+//! and watches for the node draining. While a write is stuck (the client stopped
+//! reading), the task still notices the outbox closing or the heartbeat deadline and
+//! drops the connection, so a stalled client never holds resources for long and
+//! never slows anyone else: publishers only ever touch its outbox.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::{Instant, sleep_until};
+use tokio_websockets::{CloseCode, Message};
+use tradecast_broker::{CloseReason, Outbox};
+use tradecast_protocol::client::{Request, RequestKind, Since};
+use tradecast_protocol::{Channel, Principal, server};
+
+use crate::auth::Identity;
+use crate::node::{ConnectionGuard, Node};
+use crate::rate::TokenBucket;
+
+/// Close codes of the protocol (DESIGN.md, "Close codes").
+pub mod close {
+    /// Token expired or revoked: do not reconnect with the same token.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// Nothing arrived for 3 heartbeat intervals.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4008;
+    /// The outbound queue overflowed: reconnect and resume with `since`.
+    pub const SLOW_CONSUMER: u16 = 4009;
+    /// Too many inbound frames.
+    pub const RATE_LIMITED: u16 = 4029;
+}
+
+type Socket = axum_tws::WebSocket;
+
+/// How a session ended, for the close frame.
+enum End {
+    /// Send a close frame with this code and reason, then stop.
+    Close(u16, &'static str),
+    /// The socket is gone or unusable: just drop it.
+    Drop,
+}
+
+struct Session {
+    node: Arc<Node>,
+    principal: Principal,
+    outbox: Arc<Outbox>,
+    channels: Vec<Channel>,
+    inbound: TokenBucket,
+}
+
+/// Serve one authenticated connection until it closes.
+pub async fn run(node: Arc<Node>, mut socket: Socket, identity: Identity, guard: ConnectionGuard) {
+    let Identity {
+        principal,
+        expires_at,
+    } = identity;
+    let outbox = Arc::new(Outbox::new(guard.id(), node.config.outbox));
+    let inbound = TokenBucket::new(node.config.max_inbound_rate);
+    let mut session = Session {
+        node,
+        principal,
+        outbox,
+        channels: Vec::new(),
+        inbound,
+    };
+    let end = session.serve(&mut socket, expires_at).await;
+    session.leave_all().await;
+    if let End::Close(code, reason) = end {
+        let code = CloseCode::try_from(code).expect("protocol close codes are valid");
+        let bye = async {
+            let _ = socket.send(Message::close(Some(code), reason)).await;
+            // Read until the peer acknowledges the close (or a short timeout).
+            while let Some(Ok(_)) = socket.next().await {}
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+    }
+    drop(guard);
+}
+
+impl Session {
+    async fn serve(&mut self, socket: &mut Socket, expires_at: Instant) -> End {
+        let heartbeat = self.node.config.heartbeat;
+        let defaults = self.principal.default_channels();
+        let names: Vec<String> = defaults.iter().map(Channel::to_string).collect();
+        self.outbox.push(server::welcome(
+            self.principal.id,
+            self.principal.role.as_str(),
+            heartbeat.as_millis() as u64,
+            &names,
+        ));
+        for channel in defaults {
+            if let Err(end) = self.subscribe(channel, None, None).await {
+                return end;
+            }
+        }
+
+        let mut draining = self.node.draining();
+        let mut drain_close: Option<Instant> = None;
+        let mut last_seen = Instant::now();
+        let mut next_ping = Instant::now() + heartbeat;
+        let mut batch = Vec::with_capacity(0);
+        loop {
+            if drain_close.is_none() && self.node.is_draining() {
+                let after = self.node.drain_delay();
+                self.outbox
+                    .push(server::reconnect(after.as_millis() as u64));
+                drain_close = Some(Instant::now() + after);
+                continue;
+            }
+            // Write everything queued, in one flush.
+            let closed = self.outbox.drain(&mut batch);
+            if !batch.is_empty() {
+                if let Err(end) = self
+                    .write(socket, &mut batch, last_seen + heartbeat * 3)
+                    .await
+                {
+                    return end;
+                }
+                continue;
+            }
+            if let Some(reason) = closed {
+                return match reason {
+                    CloseReason::SlowConsumer => {
+                        End::Close(close::SLOW_CONSUMER, "slow consumer: resume with since")
+                    }
+                    CloseReason::Gone => End::Drop,
+                };
+            }
+            let drain_at =
+                drain_close.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+            tokio::select! {
+                _ = self.outbox.ready() => {}
+                frame = socket.next() => {
+                    last_seen = Instant::now();
+                    match frame {
+                        Some(Ok(message)) => {
+                            if let Err(end) = self.on_frame(message).await {
+                                return end;
+                            }
+                        }
+                        Some(Err(error)) => {
+                            tracing::debug!(%error, "connection read failed");
+                            // A protocol error or an oversized frame: the close frame
+                            // (1009, 1002, 1007) is already queued; push it out.
+                            let _ = tokio::time::timeout(Duration::from_secs(1), socket.flush()).await;
+                            metrics::counter!("tradecast_inbound_errors_total", "code" => "protocol").increment(1);
+                            return End::Drop;
+                        }
+                        None => return End::Drop,
+                    }
+                }
+                _ = sleep_until(next_ping) => {
+                    if last_seen.elapsed() >= heartbeat * 3 {
+                        return End::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                    }
+                    next_ping = Instant::now() + heartbeat;
+                    if socket.send(Message::ping(Bytes::new())).await.is_err() {
+                        return End::Drop;
+                    }
+                }
+                _ = draining.changed(), if drain_close.is_none() => {}
+                _ = sleep_until(expires_at) => {
+                    return End::Close(close::TOKEN_EXPIRED, "token expired");
+                }
+                _ = sleep_until(drain_at), if drain_close.is_some() => {
+                    return End::Close(1001, "server draining: reconnect");
+                }
+            }
+        }
+    }
+
+    /// Write `batch` with one flush. Gives up when the outbox closes (slow
+    /// consumer) or nothing has been heard from the client by `deadline`.
+    async fn write(
+        &self,
+        socket: &mut Socket,
+        batch: &mut Vec<Bytes>,
+        deadline: Instant,
+    ) -> Result<(), End> {
+        let bytes: usize = batch.iter().map(Bytes::len).sum();
+        let frames = batch.len();
+        let write = async {
+            for frame in batch.drain(..) {
+                socket.feed(Message::text(frame)).await?;
+            }
+            socket.flush().await
+        };
+        let mut write = pin!(write);
+        loop {
+            tokio::select! {
+                result = &mut write => {
+                    return match result {
+                        Ok(()) => {
+                            metrics::counter!("tradecast_bytes_out_total").increment(bytes as u64);
+                            metrics::counter!("tradecast_frames_out_total").increment(frames as u64);
+                            Ok(())
+                        }
+                        Err(_) => Err(End::Drop),
+                    };
+                }
+                _ = self.outbox.ready() => {
+                    if self.outbox.closed() == Some(CloseReason::SlowConsumer) {
+                        // The socket is stuck; a close frame could not get through.
+                        return Err(End::Drop);
+                    }
+                }
+                _ = sleep_until(deadline) => return Err(End::Drop),
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, message: Message) -> Result<(), End> {
+        if message.is_ping() || message.is_pong() || message.is_close() {
+            return Ok(()); // answered by the WebSocket layer; counts as life
+        }
+        if !self.inbound.take() {
+            metrics::counter!("tradecast_inbound_errors_total", "code" => "rate_limited")
+                .increment(1);
+            return Err(End::Close(close::RATE_LIMITED, "rate limited"));
+        }
+        let Some(text) = message.as_text() else {
+            return self.reply_error(
+                None,
+                "binary_frame",
+                "binary frames are not accepted: send JSON text",
+                None,
+            );
+        };
+        let request = match Request::parse(text) {
+            Ok(request) => request,
+            Err((id, error)) => {
+                return self.reply_error(id.as_ref(), error.code(), &error.to_string(), None);
+            }
+        };
+        let id = request.id.as_ref();
+        match request.kind {
+            RequestKind::Ping => {
+                self.outbox.push(server::pong(id));
+                Ok(())
+            }
+            RequestKind::Subscribe { channel, since } => {
+                let parsed = match channel.parse::<Channel>() {
+                    Ok(parsed) => parsed,
+                    Err(e) => {
+                        return self.reply_error(
+                            id,
+                            "invalid_channel",
+                            &e.to_string(),
+                            Some(&channel),
+                        );
+                    }
+                };
+                if !self.principal.may_read(&parsed) {
+                    metrics::counter!("tradecast_forbidden_subscriptions_total").increment(1);
+                    return self.reply_error(
+                        id,
+                        "forbidden",
+                        "you may not read this channel",
+                        Some(&channel),
+                    );
+                }
+                let known = self.channels.contains(&parsed);
+                if !known && self.channels.len() >= self.node.config.max_subscriptions {
+                    return self.reply_error(
+                        id,
+                        "too_many_subscriptions",
+                        "unsubscribe from a channel first",
+                        Some(&channel),
+                    );
+                }
+                self.subscribe(parsed, since.as_ref(), id).await
+            }
+            RequestKind::Unsubscribe { channel } => {
+                let Some(index) = channel
+                    .parse::<Channel>()
+                    .ok()
+                    .and_then(|c| self.channels.iter().position(|s| *s == c))
+                else {
+                    return self.reply_error(
+                        id,
+                        "not_subscribed",
+                        "this connection is not subscribed to the channel",
+                        Some(&channel),
+                    );
+                };
+                let parsed = self.channels.swap_remove(index);
+                self.node.broker.unsubscribe(&parsed, &self.outbox).await;
+                metrics::gauge!("tradecast_subscriptions").decrement(1.0);
+                self.outbox.push(server::unsubscribed(id, &channel));
+                Ok(())
+            }
+        }
+    }
+
+    /// Subscribe (or resync) a channel; the broker queues the reply and the data.
+    async fn subscribe(
+        &mut self,
+        channel: Channel,
+        since: Option<&Since>,
+        id: Option<&serde_json::Value>,
+    ) -> Result<(), End> {
+        match self
+            .node
+            .broker
+            .subscribe(&channel, since, &self.outbox, id)
+            .await
+        {
+            Ok(position) => {
+                if since.is_some() {
+                    let outcome = if position.recovered {
+                        "recovered"
+                    } else {
+                        "snapshot"
+                    };
+                    metrics::counter!("tradecast_resumes_total", "outcome" => outcome).increment(1);
+                }
+                if !self.channels.contains(&channel) {
+                    self.channels.push(channel);
+                    metrics::gauge!("tradecast_subscriptions").increment(1.0);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                let name = channel.to_string();
+                self.reply_error(id, "unavailable", &error.to_string(), Some(&name))
+            }
+        }
+    }
+
+    fn reply_error(
+        &self,
+        id: Option<&serde_json::Value>,
+        code: &'static str,
+        message: &str,
+        channel: Option<&str>,
+    ) -> Result<(), End> {
+        metrics::counter!("tradecast_inbound_errors_total", "code" => code).increment(1);
+        self.outbox.push(server::error(id, code, message, channel));
+        Ok(())
+    }
+
+    async fn leave_all(&mut self) {
+        self.outbox.close(CloseReason::Gone);
+        for channel in self.channels.drain(..) {
+            self.node.broker.unsubscribe(&channel, &self.outbox).await;
+            metrics::gauge!("tradecast_subscriptions").decrement(1.0);
+        }
+    }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test suite of tradecast. This is the README's test command and what CI runs.
+# On a fresh machine it installs what the tests need first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+apt_install() {
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "missing: $* (install them, e.g. sudo apt-get install $*)" >&2
+    exit 1
+  fi
+}
+need cargo || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
+
+echo "== format"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== tests"
+cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
+echo "== summary"
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test-output.txt
