@@ -101,14 +101,12 @@ impl Outbox {
             return Push::Closed;
         }
         let mut outcome = Push::Queued;
-        if let Some(key) = key {
-            if let Some(old) = q.latest.get(&key).copied() {
-                let slot = (old - q.head) as usize;
-                if let Some(old_frame) = q.frames[slot].take() {
-                    q.bytes -= old_frame.len();
-                    q.tombstones += 1;
-                    outcome = Push::Conflated;
-                }
+        if let Some(old) = key.and_then(|key| q.latest.get(&key).copied()) {
+            let slot = (old - q.head) as usize;
+            if let Some(old_frame) = q.frames[slot].take() {
+                q.bytes -= old_frame.len();
+                q.tombstones += 1;
+                outcome = Push::Conflated;
             }
         }
         if q.bytes + frame.len() > self.limits.max_bytes {

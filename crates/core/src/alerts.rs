@@ -57,6 +57,12 @@ impl AlertLog {
         struct Full<'a> {
             recent: &'a VecDeque<Alert>,
         }
-        encode("alerts_full", &Channel::Alerts, &Full { recent: &self.recent })
+        encode(
+            "alerts_full",
+            &Channel::Alerts,
+            &Full {
+                recent: &self.recent,
+            },
+        )
     }
 }

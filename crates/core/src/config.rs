@@ -19,7 +19,12 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { ib_plan: vec![5.0, 1.0, 0.5], live_interval_ms: 250, exposure_interval_ms: 1000, large_deal_lots: 50.0 }
+        EngineConfig {
+            ib_plan: vec![5.0, 1.0, 0.5],
+            live_interval_ms: 250,
+            exposure_interval_ms: 1000,
+            large_deal_lots: 50.0,
+        }
     }
 }
 

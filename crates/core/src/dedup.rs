@@ -53,7 +53,11 @@ pub struct RecentSet {
 
 impl RecentSet {
     pub fn new(capacity: usize) -> Self {
-        RecentSet { capacity: capacity.max(1), order: VecDeque::new(), members: HashSet::new() }
+        RecentSet {
+            capacity: capacity.max(1),
+            order: VecDeque::new(),
+            members: HashSet::new(),
+        }
     }
 
     pub fn contains(&self, value: u64) -> bool {

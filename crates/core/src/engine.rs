@@ -10,8 +10,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tradecast_protocol::Channel;
 use tradecast_protocol::ingest::{
-    AccountEvent, Deal, EventBody, IbLink, IngestEvent, LinkOp, OrderEvent, PositionChange, PositionClose,
-    PositionEvent, PositionOpen, RiskEvent, Side, Tick,
+    AccountEvent, Deal, EventBody, IbLink, IngestEvent, LinkOp, OrderEvent, PositionChange,
+    PositionClose, PositionEvent, PositionOpen, RiskEvent, Side, Tick,
 };
 
 use crate::alerts::{Alert, AlertLog};
@@ -23,7 +23,7 @@ use crate::ib::{Commission, IbTree, Ledger};
 use crate::market::Market;
 use crate::money::{cents, lots};
 use crate::orders::{OrderBook, OrderUpdate};
-use crate::portfolio::{AccountView, LiveFigure, Portfolio, Position};
+use crate::portfolio::{AccountView, Portfolio, Position};
 
 /// How many deal tickets are remembered to pay commission only once per deal.
 const DEALS_REMEMBERED: usize = 1_000_000;
@@ -127,7 +127,11 @@ impl Engine {
     /// An event whose (`src`, `seq`) was already applied is [`Rejected::Duplicate`];
     /// one that contradicts the state is [`Rejected::Invalid`] and changes nothing.
     pub fn apply(&mut self, event: &IngestEvent, _now_ms: u64) -> Result<Vec<Effect>, Rejected> {
-        if self.seen.get(&event.src).is_some_and(|w| w.contains(event.seq)) {
+        if self
+            .seen
+            .get(&event.src)
+            .is_some_and(|w| w.contains(event.seq))
+        {
             return Err(Rejected::Duplicate);
         }
         let ts = event.ts;
@@ -149,7 +153,10 @@ impl Engine {
             EventBody::IbLink(link) => self.ib_link(link),
         }
         .map_err(Rejected::Invalid)?;
-        self.seen.entry(event.src.clone()).or_default().insert(event.seq);
+        self.seen
+            .entry(event.src.clone())
+            .or_default()
+            .insert(event.seq);
         Ok(effects)
     }
 
@@ -167,26 +174,47 @@ impl Engine {
             .iter()
             .copied()
             .filter(|login| {
-                self.portfolios
-                    .get(login)
-                    .is_none_or(|p| p.pushed.at_ms.is_none_or(|at| now_ms >= at.saturating_add(interval)))
+                self.portfolios.get(login).is_none_or(|p| {
+                    p.pushed
+                        .at_ms
+                        .is_none_or(|at| now_ms >= at.saturating_add(interval))
+                })
             })
             .collect();
         let mut effects = Vec::new();
         for login in due {
             self.live.dirty.remove(&login);
-            let Some(portfolio) = self.portfolios.get_mut(&login) else { continue };
+            let Some(portfolio) = self.portfolios.get_mut(&login) else {
+                continue;
+            };
             let channel = Channel::Portfolio(login);
             let valuation = portfolio.value(&self.market);
             let before = effects.len();
             for (&id, figure) in &valuation.positions {
                 if portfolio.pushed.positions.get(&id) != Some(figure) {
-                    let delta = PositionDelta { id, profit: Some(figure.profit), price: figure.price, ..Default::default() };
-                    effects.push(Effect::ephemeral(&channel, format!("position:{id}"), "position_update", &delta, false));
+                    let delta = PositionDelta {
+                        id,
+                        profit: Some(figure.profit),
+                        price: figure.price,
+                        ..Default::default()
+                    };
+                    effects.push(Effect::ephemeral(
+                        &channel,
+                        format!("position:{id}"),
+                        "position_update",
+                        &delta,
+                        false,
+                    ));
                 }
             }
             if portfolio.account.is_some() && portfolio.pushed.account != Some(valuation.account) {
-                effects.push(Effect::ephemeral(&channel, "account".into(), "account_update", &valuation.account, false));
+                effects.push(Effect::ephemeral(
+                    &channel,
+                    "account".into(),
+                    "account_update",
+                    &valuation.account,
+                    false,
+                ));
             }
             if effects.len() > before {
                 effects.push(Effect::snapshot(&channel, portfolio.snapshot(&valuation)));
@@ -195,8 +223,10 @@ impl Engine {
                 portfolio.pushed.account = portfolio.account.as_ref().map(|_| valuation.account);
             }
         }
-        let exposure_due =
-            self.live.exposure_at.is_none_or(|at| now_ms >= at.saturating_add(self.config.exposure_interval_ms));
+        let exposure_due = self
+            .live
+            .exposure_at
+            .is_none_or(|at| now_ms >= at.saturating_add(self.config.exposure_interval_ms));
         if self.live.exposure_dirty && exposure_due {
             self.live.exposure_dirty = false;
             let table = exposure::table(self.portfolios.values(), &self.market);
@@ -206,7 +236,13 @@ impl Engine {
                     symbols: &'a [SymbolExposure],
                 }
                 let table_body = Table { symbols: &table };
-                effects.push(Effect::ephemeral(&Channel::Exposure, "exposure".into(), "exposure", &table_body, true));
+                effects.push(Effect::ephemeral(
+                    &Channel::Exposure,
+                    "exposure".into(),
+                    "exposure",
+                    &table_body,
+                    true,
+                ));
                 self.live.exposure_at = Some(now_ms);
                 self.live.exposure_sent = table;
             }
@@ -224,12 +260,29 @@ impl Engine {
             digits: u32,
             ts: u64,
         }
-        let price = Price { symbol: &tick.symbol, bid: tick.bid, ask: tick.ask, digits: info.digits, ts };
+        let price = Price {
+            symbol: &tick.symbol,
+            bid: tick.bid,
+            ask: tick.ask,
+            digits: info.digits,
+            ts,
+        };
         let mut keys = vec![format!("sym:{}", tick.symbol)];
-        keys.extend(info.base_ccy.iter().chain(&info.profit_ccy).map(|c| format!("ccy:{c}")));
+        keys.extend(
+            info.base_ccy
+                .iter()
+                .chain(&info.profit_ccy)
+                .map(|c| format!("ccy:{c}")),
+        );
         self.touch(&keys);
         let channel = Channel::Prices(info.group);
-        vec![Effect::ephemeral(&channel, tick.symbol.clone(), "price", &price, true)]
+        vec![Effect::ephemeral(
+            &channel,
+            tick.symbol.clone(),
+            "price",
+            &price,
+            true,
+        )]
     }
 
     /// Mark every login watching one of `keys` as having moved live figures.
@@ -251,8 +304,12 @@ impl Engine {
                     .values()
                     .flat_map(|pos| {
                         let info = self.market.info(&pos.symbol);
-                        let foreign = [info.base_ccy, info.profit_ccy].into_iter().flatten().filter(|c| c != ccy);
-                        std::iter::once(format!("sym:{}", pos.symbol)).chain(foreign.map(|c| format!("ccy:{c}")))
+                        let foreign = [info.base_ccy, info.profit_ccy]
+                            .into_iter()
+                            .flatten()
+                            .filter(|c| c != ccy);
+                        std::iter::once(format!("sym:{}", pos.symbol))
+                            .chain(foreign.map(|c| format!("ccy:{c}")))
                     })
                     .collect()
             }
@@ -267,7 +324,11 @@ impl Engine {
             }
         }
         for key in &keys {
-            self.live.watchers.entry(key.clone()).or_default().insert(login);
+            self.live
+                .watchers
+                .entry(key.clone())
+                .or_default()
+                .insert(login);
         }
         if !keys.is_empty() {
             self.live.watching.insert(login, keys);
@@ -275,19 +336,29 @@ impl Engine {
     }
 
     fn portfolio(&mut self, login: u64) -> &mut Portfolio {
-        self.portfolios.entry(login).or_insert_with(|| Portfolio::new(login))
+        self.portfolios
+            .entry(login)
+            .or_insert_with(|| Portfolio::new(login))
     }
 
     /// A durable message on `portfolio:{login}` with the fresh `portfolio_full`.
     fn on_portfolio(&self, login: u64, kind: &'static str, body: &impl Serialize) -> Effect {
         let channel = Channel::Portfolio(login);
-        let snapshot = self.portfolios.get(&login).map(|p| p.snapshot(&p.value(&self.market)));
-        let snapshot = snapshot.unwrap_or_else(|| Bytes::from(channel.empty_snapshot().expect("portfolio has one")));
+        let snapshot = self
+            .portfolios
+            .get(&login)
+            .map(|p| p.snapshot(&p.value(&self.market)));
+        let snapshot = snapshot
+            .unwrap_or_else(|| Bytes::from(channel.empty_snapshot().expect("portfolio has one")));
         Effect::durable(&channel, kind, body, Some(snapshot))
     }
 
     /// A durable `account_update` carrying the whole account.
-    fn account_update(&mut self, login: u64, cause: Option<(&'static str, f64, u64)>) -> Option<Effect> {
+    fn account_update(
+        &mut self,
+        login: u64,
+        cause: Option<(&'static str, f64, u64)>,
+    ) -> Option<Effect> {
         let portfolio = self.portfolios.get_mut(&login)?;
         let valuation = portfolio.value(&self.market);
         portfolio.pushed.account = Some(valuation.account);
@@ -304,19 +375,30 @@ impl Engine {
     fn account(&mut self, event: &AccountEvent) -> Vec<Effect> {
         let portfolio = self.portfolio(event.login);
         let old_ccy = portfolio.ccy().to_owned();
-        let changed = portfolio.account.get_or_insert_with(Default::default).apply(event);
+        let changed = portfolio
+            .account
+            .get_or_insert_with(Default::default)
+            .apply(event);
         if portfolio.ccy() != old_ccy {
             self.reindex(event.login);
         }
         self.live.dirty.insert(event.login);
-        if changed { self.account_update(event.login, None).into_iter().collect() } else { Vec::new() }
+        if changed {
+            self.account_update(event.login, None).into_iter().collect()
+        } else {
+            Vec::new()
+        }
     }
 
     fn deal(&mut self, deal: &Deal, ts: u64) -> Result<Vec<Effect>, String> {
         if self.deals.contains(deal.deal) {
             return Ok(Vec::new());
         }
-        if let Some(owner) = deal.position_id.and_then(|id| self.owners.get(&id)).filter(|&&o| o != deal.login) {
+        if let Some(owner) = deal
+            .position_id
+            .and_then(|id| self.owners.get(&id))
+            .filter(|&&o| o != deal.login)
+        {
             return Err(format!(
                 "deal {} names position {} of login {owner}, not of login {}",
                 deal.deal,
@@ -331,24 +413,37 @@ impl Engine {
         // swap, commission and fee into the balance.
         let cash = deal.profit + deal.commission + deal.swap + deal.fee;
         if cash != 0.0 {
-            let account = self.portfolio(deal.login).account.get_or_insert_with(Default::default);
+            let account = self
+                .portfolio(deal.login)
+                .account
+                .get_or_insert_with(Default::default);
             if deal.action.is_credit() {
                 account.credit += cash;
             } else {
                 account.balance += cash;
             }
             self.live.dirty.insert(deal.login);
-            effects.extend(self.account_update(deal.login, Some((deal.action.as_str(), cash, deal.deal))));
+            effects.extend(
+                self.account_update(deal.login, Some((deal.action.as_str(), cash, deal.deal))),
+            );
         }
 
-        let (Some(symbol), Some(vol)) = (&deal.symbol, deal.vol) else { return Ok(effects) };
+        let (Some(symbol), Some(vol)) = (&deal.symbol, deal.vol) else {
+            return Ok(effects);
+        };
         if !deal.action.is_trade() {
             return Ok(effects);
         }
         if deal.is_closing_trade() {
-            let position = deal.position_id.and_then(|id| self.portfolios.get_mut(&deal.login)?.positions.get_mut(&id));
+            let position = deal
+                .position_id
+                .and_then(|id| self.portfolios.get_mut(&deal.login)?.positions.get_mut(&id));
             if let Some(position) = position {
-                position.closing = Some(crate::portfolio::ClosingDeal { deal: deal.deal, vol, profit: deal.profit });
+                position.closing = Some(crate::portfolio::ClosingDeal {
+                    deal: deal.deal,
+                    vol,
+                    profit: deal.profit,
+                });
                 self.live.dirty.insert(deal.login);
                 self.live.exposure_dirty = true;
             }
@@ -382,7 +477,11 @@ impl Engine {
                 .map(|(level, ib)| (ib, level, self.config.per_lot(level) * lots(vol)))
                 .collect(),
         };
-        let client_name = self.portfolios.get(&deal.login).and_then(|p| p.name()).map(str::to_owned);
+        let client_name = self
+            .portfolios
+            .get(&deal.login)
+            .and_then(|p| p.name())
+            .map(str::to_owned);
         let mut effects = Vec::new();
         for (ib, level, amount) in payouts {
             let amount = cents(amount);
@@ -409,7 +508,12 @@ impl Engine {
                 ledger: &'a Ledger,
             }
             let snapshot = encode("commissions_full", &channel, &Full { ib, ledger });
-            effects.push(Effect::durable(&channel, "commission", &commission, Some(snapshot)));
+            effects.push(Effect::durable(
+                &channel,
+                "commission",
+                &commission,
+                Some(snapshot),
+            ));
         }
         effects
     }
@@ -419,7 +523,9 @@ impl Engine {
         match self.owners.get(&position_id) {
             None => Ok(false),
             Some(&owner) if owner == login => Ok(true),
-            Some(owner) => Err(format!("position {position_id} belongs to login {owner}, not {login}")),
+            Some(owner) => Err(format!(
+                "position {position_id} belongs to login {owner}, not {login}"
+            )),
         }
     }
 
@@ -455,9 +561,16 @@ impl Engine {
         let valuation = portfolio.value(&self.market);
         let figure = valuation.positions[&open.position_id];
         portfolio.pushed.positions.insert(open.position_id, figure);
-        let view = portfolio.position_view(open.position_id, &valuation).expect("just inserted");
+        let view = portfolio
+            .position_view(open.position_id, &valuation)
+            .expect("just inserted");
         let snapshot = portfolio.snapshot(&valuation);
-        Ok(vec![Effect::durable(&Channel::Portfolio(login), "position_opened", &view, Some(snapshot))])
+        Ok(vec![Effect::durable(
+            &Channel::Portfolio(login),
+            "position_opened",
+            &view,
+            Some(snapshot),
+        )])
     }
 
     fn position_update(&mut self, change: &PositionChange) -> Result<Vec<Effect>, String> {
@@ -465,9 +578,18 @@ impl Engine {
             // Unknown: already closed (a late or replayed update) or never seen.
             return Ok(Vec::new());
         }
-        let portfolio = self.portfolios.get_mut(&change.login).expect("owner has a portfolio");
-        let position = portfolio.positions.get_mut(&change.position_id).expect("owner has the position");
-        let mut delta = PositionDelta { id: change.position_id, ..Default::default() };
+        let portfolio = self
+            .portfolios
+            .get_mut(&change.login)
+            .expect("owner has a portfolio");
+        let position = portfolio
+            .positions
+            .get_mut(&change.position_id)
+            .expect("owner has the position");
+        let mut delta = PositionDelta {
+            id: change.position_id,
+            ..Default::default()
+        };
         if let Some(vol) = change.vol.filter(|&v| v != position.vol) {
             position.vol = vol;
             position.closing = None;
@@ -491,7 +613,12 @@ impl Engine {
         position.rate_profit = change.rate_profit.or(position.rate_profit);
         position.rate_margin = change.rate_margin.or(position.rate_margin);
 
-        if delta == (PositionDelta { id: change.position_id, ..Default::default() }) {
+        if delta
+            == (PositionDelta {
+                id: change.position_id,
+                ..Default::default()
+            })
+        {
             return Ok(Vec::new());
         }
         if let Some(account) = &mut portfolio.account {
@@ -499,7 +626,11 @@ impl Engine {
         }
         self.live.dirty.insert(change.login);
         self.live.exposure_dirty |= delta.volume.is_some();
-        Ok(vec![self.on_portfolio(change.login, "position_update", &delta)])
+        Ok(vec![self.on_portfolio(
+            change.login,
+            "position_update",
+            &delta,
+        )])
     }
 
     fn position_close(&mut self, close: &PositionClose) -> Result<Vec<Effect>, String> {
@@ -507,9 +638,15 @@ impl Engine {
             // Not open: already closed (a replay), so nothing to say.
             return Ok(Vec::new());
         }
-        let portfolio = self.portfolios.get_mut(&close.login).expect("owner has a portfolio");
+        let portfolio = self
+            .portfolios
+            .get_mut(&close.login)
+            .expect("owner has a portfolio");
         let live = portfolio.value(&self.market).positions[&close.position_id];
-        let position = portfolio.positions.remove(&close.position_id).expect("owner has the position");
+        let position = portfolio
+            .positions
+            .remove(&close.position_id)
+            .expect("owner has the position");
         portfolio.pushed.positions.remove(&close.position_id);
         if let Some(account) = &mut portfolio.account {
             account.server_margin = None;
@@ -520,7 +657,9 @@ impl Engine {
         self.live.exposure_dirty = true;
 
         // The final profit: the closing deal's, else the event's, else our last mark.
-        let closing = position.closing.filter(|c| close.close_deal.is_none_or(|d| d == c.deal));
+        let closing = position
+            .closing
+            .filter(|c| close.close_deal.is_none_or(|d| d == c.deal));
         #[derive(Serialize)]
         struct Closed<'a> {
             id: u64,
@@ -536,22 +675,44 @@ impl Engine {
             symbol: &position.symbol,
             side: position.side,
             volume: lots(position.vol),
-            profit: cents(closing.map(|c| c.profit).or(close.profit).unwrap_or(live.profit)),
+            profit: cents(
+                closing
+                    .map(|c| c.profit)
+                    .or(close.profit)
+                    .unwrap_or(live.profit),
+            ),
             close_deal: close.close_deal.or(closing.map(|c| c.deal)),
         };
-        Ok(vec![self.on_portfolio(close.login, "position_closed", &closed)])
+        Ok(vec![self.on_portfolio(
+            close.login,
+            "position_closed",
+            &closed,
+        )])
     }
 
     fn order(&mut self, event: &OrderEvent) -> Result<Vec<Effect>, String> {
-        let Some(order) = self.orders.apply(event)? else { return Ok(Vec::new()) };
+        let Some(order) = self.orders.apply(event)? else {
+            return Ok(Vec::new());
+        };
         let channel = Channel::Orders(event.login);
         let snapshot = self.orders.snapshot(event.login);
-        let update = OrderUpdate { op: event.op, order: &order };
-        Ok(vec![Effect::durable(&channel, "order_update", &update, Some(snapshot))])
+        let update = OrderUpdate {
+            op: event.op,
+            order: &order,
+        };
+        Ok(vec![Effect::durable(
+            &channel,
+            "order_update",
+            &update,
+            Some(snapshot),
+        )])
     }
 
     fn risk(&mut self, kind: &'static str, risk: &RiskEvent, ts: u64) -> Vec<Effect> {
-        let ours = self.portfolios.get(&risk.login).map(|p| p.value(&self.market).account);
+        let ours = self
+            .portfolios
+            .get(&risk.login)
+            .map(|p| p.value(&self.market).account);
         let alert = Alert {
             kind: kind.into(),
             op: Some(risk.op.as_str().into()),
@@ -572,7 +733,12 @@ impl Engine {
     fn alert(&mut self, alert: Alert) -> Effect {
         let effect_body = alert.clone();
         self.alerts.record(alert);
-        Effect::durable(&Channel::Alerts, "alert", &effect_body, Some(self.alerts.snapshot()))
+        Effect::durable(
+            &Channel::Alerts,
+            "alert",
+            &effect_body,
+            Some(self.alerts.snapshot()),
+        )
     }
 
     fn ib_link(&mut self, link: &IbLink) -> Result<Vec<Effect>, String> {
@@ -593,7 +759,9 @@ impl Engine {
                 effects.extend(self.network_event("client_joined", link.login, ib, &chain));
             }
             LinkOp::Remove => {
-                let Some(old) = old.filter(|&p| link.ib.is_none_or(|named| named == p)) else { return Ok(effects) };
+                let Some(old) = old.filter(|&p| link.ib.is_none_or(|named| named == p)) else {
+                    return Ok(effects);
+                };
                 let old_chain = self.chain_from(old);
                 self.ib.remove(link.login);
                 effects.extend(self.network_event("client_left", link.login, old, &old_chain));
@@ -608,7 +776,13 @@ impl Engine {
     }
 
     /// `client_joined` / `client_left` on `network:{a}` for every `a` in `chain`.
-    fn network_event(&self, kind: &'static str, client: u64, parent: u64, chain: &[u64]) -> Vec<Effect> {
+    fn network_event(
+        &self,
+        kind: &'static str,
+        client: u64,
+        parent: u64,
+        chain: &[u64],
+    ) -> Vec<Effect> {
         #[derive(Serialize)]
         struct Event<'a> {
             client: u64,
@@ -621,8 +795,18 @@ impl Engine {
             .zip(chain)
             .map(|(level, &ancestor)| {
                 let channel = Channel::Network(ancestor);
-                let event = Event { client, ib: parent, level, name };
-                Effect::durable(&channel, kind, &event, Some(self.network_snapshot(ancestor)))
+                let event = Event {
+                    client,
+                    ib: parent,
+                    level,
+                    name,
+                };
+                Effect::durable(
+                    &channel,
+                    kind,
+                    &event,
+                    Some(self.network_snapshot(ancestor)),
+                )
             })
             .collect()
     }
@@ -644,13 +828,12 @@ impl Engine {
             .ib
             .downline(ib)
             .into_iter()
-            .map(|(client, level)| Member { client, level, name: self.portfolios.get(&client).and_then(|p| p.name()) })
+            .map(|(client, level)| Member {
+                client,
+                level,
+                name: self.portfolios.get(&client).and_then(|p| p.name()),
+            })
             .collect();
         encode("network_full", &Channel::Network(ib), &Full { ib, clients })
-    }
-
-    /// The current valuation figures of a position (for tests and diagnostics).
-    pub fn live_figure(&self, login: u64, position_id: u64) -> Option<LiveFigure> {
-        self.portfolios.get(&login)?.value(&self.market).positions.get(&position_id).copied()
     }
 }

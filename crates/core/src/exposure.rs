@@ -38,7 +38,10 @@ struct Totals {
 }
 
 /// Aggregate every open position by symbol, sorted by symbol.
-pub fn table<'a>(portfolios: impl IntoIterator<Item = &'a Portfolio>, market: &Market) -> Vec<SymbolExposure> {
+pub fn table<'a>(
+    portfolios: impl IntoIterator<Item = &'a Portfolio>,
+    market: &Market,
+) -> Vec<SymbolExposure> {
     let mut by_symbol: BTreeMap<&str, Totals> = BTreeMap::new();
     for portfolio in portfolios {
         if portfolio.positions.is_empty() {
@@ -54,7 +57,9 @@ pub fn table<'a>(portfolios: impl IntoIterator<Item = &'a Portfolio>, market: &M
             }
             t.positions += 1;
             t.profit_usd += valuation.positions.get(&p.id).map_or(0.0, |f| f.profit) * to_usd;
-            t.contract_size = p.contract_size.unwrap_or_else(|| market.info(&p.symbol).contract_size);
+            t.contract_size = p
+                .contract_size
+                .unwrap_or_else(|| market.info(&p.symbol).contract_size);
         }
     }
     by_symbol

@@ -42,7 +42,9 @@ impl IbTree {
             return Err(format!("ib_link: login {login} cannot be its own IB"));
         }
         if self.ancestors(ib).contains(&login) {
-            return Err(format!("ib_link: linking {login} under {ib} would make a cycle ({ib} is below {login})"));
+            return Err(format!(
+                "ib_link: linking {login} under {ib} would make a cycle ({ib} is below {login})"
+            ));
         }
         self.remove(login);
         self.parent.insert(login, ib);

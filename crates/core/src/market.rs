@@ -33,7 +33,13 @@ impl SymbolInfo {
                 profit_ccy: Some(symbol[3..].into()),
             }
         } else {
-            SymbolInfo { group: "other".into(), digits: digits.unwrap_or(5), contract_size: 1.0, base_ccy: None, profit_ccy: None }
+            SymbolInfo {
+                group: "other".into(),
+                digits: digits.unwrap_or(5),
+                contract_size: 1.0,
+                base_ccy: None,
+                profit_ccy: None,
+            }
         }
     }
 }
@@ -75,7 +81,9 @@ impl Market {
             profit_ccy: Some(spec.profit_ccy.clone()),
         };
         if let Some(base) = &info.base_ccy {
-            self.pairs.entry(format!("{base}{}", spec.profit_ccy)).or_insert_with(|| spec.symbol.clone());
+            self.pairs
+                .entry(format!("{base}{}", spec.profit_ccy))
+                .or_insert_with(|| spec.symbol.clone());
         }
         self.inferred.remove(&spec.symbol);
         self.registered.insert(spec.symbol.clone(), info);
@@ -92,7 +100,14 @@ impl Market {
 
     /// Store a tick's prices; returns the symbol's info (inferring it on first sight).
     pub fn update(&mut self, tick: &Tick, ts: u64) -> SymbolInfo {
-        self.quotes.insert(tick.symbol.clone(), Quote { bid: tick.bid, ask: tick.ask, ts });
+        self.quotes.insert(
+            tick.symbol.clone(),
+            Quote {
+                bid: tick.bid,
+                ask: tick.ask,
+                ts,
+            },
+        );
         if let Some(info) = self.registered.get(&tick.symbol) {
             return info.clone();
         }
@@ -138,14 +153,25 @@ mod tests {
     use super::*;
 
     fn tick(symbol: &str, bid: f64, ask: f64) -> Tick {
-        Tick { symbol: symbol.into(), bid, ask, digits: None }
+        Tick {
+            symbol: symbol.into(),
+            bid,
+            ask,
+            digits: None,
+        }
     }
 
     #[test]
     fn infers_currency_pairs() {
         let info = SymbolInfo::inferred("USDJPY", Some(3));
-        assert_eq!((info.group.as_str(), info.digits, info.contract_size), ("forex", 3, 100_000.0));
-        assert_eq!((info.base_ccy.as_deref(), info.profit_ccy.as_deref()), (Some("USD"), Some("JPY")));
+        assert_eq!(
+            (info.group.as_str(), info.digits, info.contract_size),
+            ("forex", 3, 100_000.0)
+        );
+        assert_eq!(
+            (info.base_ccy.as_deref(), info.profit_ccy.as_deref()),
+            (Some("USD"), Some("JPY"))
+        );
         assert_eq!(SymbolInfo::inferred("US500", None).group, "other");
     }
 

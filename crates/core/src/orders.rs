@@ -68,7 +68,9 @@ impl OrderBook {
         let orders = self.by_login.entry(e.login).or_default();
         match e.op {
             OrderOp::Delete => {
-                let Some(mut order) = orders.remove(&e.order) else { return Ok(None) };
+                let Some(mut order) = orders.remove(&e.order) else {
+                    return Ok(None);
+                };
                 order.merge(e);
                 if orders.is_empty() {
                     self.by_login.remove(&e.login);
@@ -81,7 +83,10 @@ impl OrderBook {
                     Some(order) => order,
                     None => {
                         let Some(symbol) = &e.symbol else {
-                            return Err(format!("order {} is unknown and the update has no symbol", e.order));
+                            return Err(format!(
+                                "order {} is unknown and the update has no symbol",
+                                e.order
+                            ));
                         };
                         let blank = Order {
                             id: e.order,
@@ -113,7 +118,15 @@ impl OrderBook {
             login: u64,
             orders: Vec<&'a Order>,
         }
-        let orders = self.by_login.get(&login).map(|o| o.values().collect()).unwrap_or_default();
-        encode("orders_full", &Channel::Orders(login), &Full { login, orders })
+        let orders = self
+            .by_login
+            .get(&login)
+            .map(|o| o.values().collect())
+            .unwrap_or_default();
+        encode(
+            "orders_full",
+            &Channel::Orders(login),
+            &Full { login, orders },
+        )
     }
 }

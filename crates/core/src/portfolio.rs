@@ -66,13 +66,26 @@ impl Account {
         self.balance = event.balance.unwrap_or(self.balance);
         self.credit = event.credit.unwrap_or(self.credit);
         self.server_margin = event.margin.or(self.server_margin);
-        Account { server_margin: None, ..before } != Account { server_margin: None, ..self.clone() }
+        Account {
+            server_margin: None,
+            ..before
+        } != Account {
+            server_margin: None,
+            ..self.clone()
+        }
     }
 }
 
 impl Default for Account {
     fn default() -> Self {
-        Account { name: None, ccy: DEFAULT_CCY.into(), leverage: DEFAULT_LEVERAGE, balance: 0.0, credit: 0.0, server_margin: None }
+        Account {
+            name: None,
+            ccy: DEFAULT_CCY.into(),
+            leverage: DEFAULT_LEVERAGE,
+            balance: 0.0,
+            credit: 0.0,
+            server_margin: None,
+        }
     }
 }
 
@@ -259,12 +272,17 @@ pub struct Portfolio {
 
 impl Portfolio {
     pub fn new(login: u64) -> Self {
-        Portfolio { login, ..Portfolio::default() }
+        Portfolio {
+            login,
+            ..Portfolio::default()
+        }
     }
 
     /// The account currency (USD until known).
     pub fn ccy(&self) -> &str {
-        self.account.as_ref().map_or(DEFAULT_CCY, |a| a.ccy.as_str())
+        self.account
+            .as_ref()
+            .map_or(DEFAULT_CCY, |a| a.ccy.as_str())
     }
 
     pub fn name(&self) -> Option<&str> {
@@ -279,7 +297,10 @@ impl Portfolio {
         let (mut floating, mut margin) = (0.0, 0.0);
         for p in self.positions.values() {
             let (profit, price, pos_margin) = p.value(market, &account.ccy, account.leverage);
-            let figure = LiveFigure { profit: cents(profit), price };
+            let figure = LiveFigure {
+                profit: cents(profit),
+                price,
+            };
             if !p.realised() {
                 floating += figure.profit + p.swap;
                 margin += pos_margin;
@@ -294,7 +315,10 @@ impl Portfolio {
             margin_free: cents(equity - margin),
             margin_level: (margin > 0.0).then(|| cents(equity / margin * 100.0)),
         };
-        Valuation { positions, account: figures }
+        Valuation {
+            positions,
+            account: figures,
+        }
     }
 
     /// The account as shown to clients, `None` before any `account` event.
@@ -334,7 +358,11 @@ impl Portfolio {
             .values()
             .filter_map(|p| Some(p.view(valuation.positions.get(&p.id)?)))
             .collect();
-        let full = Full { login: self.login, account: self.account_view(valuation), positions };
+        let full = Full {
+            login: self.login,
+            account: self.account_view(valuation),
+            positions,
+        };
         encode("portfolio_full", &Channel::Portfolio(self.login), &full)
     }
 }

@@ -1,15 +1,19 @@
 //! Live P/L, equity and margin to the cent on a two-position USD account.
 //!
+//! ```text
 //! Account: USD, balance 10,000.00, leverage 1:100.
-//! - buy 1.00 lot EURUSD @ 1.08000; tick 1.08250 / 1.08260
-//!   profit = (1.08250 − 1.08000) × 1.00 × 100,000 × 1 = 250.00
-//!   margin = 1.00 × 100,000 × 1.08000 (EUR in USD at the open price) / 100 = 1,080.00
-//! - sell 0.50 lot USDJPY @ 150.000; tick 149.500 / 149.510
-//!   profit = (150.000 − 149.510) × 0.50 × 100,000 = 24,500 JPY; JPY→USD at 1 / mid
-//!          = 24,500 / 149.505 = 163.874… → 163.87
-//!   margin = 0.50 × 100,000 × 1 (base is USD) / 100 = 500.00
-//! - equity = 10,000 + 250.00 + 163.87 = 10,413.87; margin = 1,580.00;
-//!   margin_free = 8,833.87; margin_level = 10,413.87 / 1,580 × 100 = 659.11 %
+//! buy 1.00 lot EURUSD @ 1.08000; tick 1.08250 / 1.08260
+//!   profit = (1.08250 − 1.08000) × 1.00 × 100,000 × 1         = 250.00
+//!   margin = 1.00 × 100,000 × 1.08000 (EUR in USD, open) / 100 = 1,080.00
+//! sell 0.50 lot USDJPY @ 150.000; tick 149.500 / 149.510
+//!   profit = (150.000 − 149.510) × 0.50 × 100,000 = 24,500 JPY
+//!            JPY → USD at 1 / mid: 24,500 / 149.505 = 163.874… → 163.87
+//!   margin = 0.50 × 100,000 × 1 (base is USD) / 100            = 500.00
+//! equity       = 10,000 + 250.00 + 163.87 = 10,413.87
+//! margin       = 1,580.00
+//! margin_free  = 10,413.87 − 1,580.00     = 8,833.87
+//! margin_level = 10,413.87 / 1,580 × 100  = 659.11 %
+//! ```
 
 mod common;
 
@@ -48,7 +52,9 @@ fn profit_equity_and_margin_to_the_cent() {
 
     // The refreshed snapshot agrees with the deltas.
     let snapshot = effects.iter().find_map(|e| match e {
-        Effect::Snapshot { channel, message } if channel == "portfolio:42" => Some(serde_json::from_slice::<serde_json::Value>(message).unwrap()),
+        Effect::Snapshot { channel, message } if channel == "portfolio:42" => {
+            Some(serde_json::from_slice::<serde_json::Value>(message).unwrap())
+        }
         _ => None,
     });
     let snapshot = snapshot.expect("a portfolio snapshot");
@@ -63,13 +69,25 @@ fn profit_equity_and_margin_to_the_cent() {
 fn balance_deal_moves_balance_and_equity() {
     let mut feed = Feed::new();
     feed.send(&usd_account(42, "Ada"), 1);
-    let effects = feed.send(r#""type":"deal","login":42,"deal":500,"action":"balance","profit":250.5"#, 2);
+    let effects = feed.send(
+        r#""type":"deal","login":42,"deal":500,"action":"balance","profit":250.5"#,
+        2,
+    );
     let update = &durable(&effects, "portfolio:42", "account_update")[0];
     assert_eq!(update["balance"], 10250.5);
     assert_eq!(update["equity"], 10250.5);
     assert_eq!(update["margin_level"], serde_json::Value::Null);
-    assert_eq!((update["kind"].as_str(), update["amount"].as_f64()), (Some("balance"), Some(250.5)));
-    let Effect::Durable { snapshot: Some(snapshot), .. } = &effects[0] else { panic!("durable with snapshot") };
+    assert_eq!(
+        (update["kind"].as_str(), update["amount"].as_f64()),
+        (Some("balance"), Some(250.5))
+    );
+    let Effect::Durable {
+        snapshot: Some(snapshot),
+        ..
+    } = &effects[0]
+    else {
+        panic!("durable with snapshot")
+    };
     let snapshot: serde_json::Value = serde_json::from_slice(snapshot).unwrap();
     assert_eq!(snapshot["account"]["balance"], 10250.5);
 }

@@ -17,6 +17,7 @@ pub const VOL_PER_LOT: u64 = 10_000;
 /// Leverages a new account is given.
 const LEVERAGES: [u32; 3] = [100, 200, 500];
 
+/// The direction of a position or a deal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     Buy,
@@ -80,7 +81,9 @@ impl Position {
             Side::Sell => self.price_open - close,
         };
         cents(
-            move_in_favour * lots(vol) * instrument.contract_size as f64
+            move_in_favour
+                * lots(vol)
+                * instrument.contract_size as f64
                 * market.usd_per(instrument.quote),
         )
     }
@@ -122,7 +125,10 @@ impl Account {
     }
 
     pub fn margin(&self, market: &Market) -> f64 {
-        let margin = self.positions.iter().map(|p| p.margin(self.leverage, market));
+        let margin = self
+            .positions
+            .iter()
+            .map(|p| p.margin(self.leverage, market));
         cents(margin.sum())
     }
 

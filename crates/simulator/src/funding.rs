@@ -44,7 +44,11 @@ impl Simulator {
     pub(crate) fn balance_deal(&mut self, index: usize, amount: f64) {
         let account = &mut self.accounts[index];
         account.balance = cents(account.balance + amount);
-        let comment = if amount >= 0.0 { "deposit" } else { "withdrawal" };
+        let comment = if amount >= 0.0 {
+            "deposit"
+        } else {
+            "withdrawal"
+        };
         let deal = json!({
             "login": account.login,
             "deal": self.tickets.deal(),

@@ -39,6 +39,12 @@ pub struct Quote {
     pub ask: f64,
 }
 
+impl Quote {
+    pub fn mid(&self) -> f64 {
+        (self.bid + self.ask) / 2.0
+    }
+}
+
 #[derive(Debug)]
 struct Currency {
     usd: f64,
@@ -120,18 +126,19 @@ impl Market {
         symbol
     }
 
-    /// US dollars per unit of `ccy` at the last bid of its USD pair: the rate a gateway
-    /// reading the same ticks uses to convert profit (`rate_profit`) and margin.
+    /// US dollars per unit of `ccy` at the last mid price of its USD pair: the rate the
+    /// gateway, reading the same ticks, uses to convert profit (`rate_profit`) and
+    /// margin, so its live profit at the moment of a close equals the deal's profit.
     pub fn usd_per(&self, ccy: &str) -> f64 {
         if ccy == "USD" {
             return 1.0;
         }
         for (instrument, quote) in &self.symbols {
             if instrument.base == ccy && instrument.quote == "USD" {
-                return quote.bid;
+                return quote.mid();
             }
             if instrument.base == "USD" && instrument.quote == ccy {
-                return 1.0 / quote.bid;
+                return 1.0 / quote.mid();
             }
         }
         // No USD pair quoted for `ccy`: fall back to the model's own value.

@@ -3,15 +3,36 @@
 use fastrand::Rng;
 
 const FIRST: [&str; 24] = [
-    "Alice", "Bruno", "Chen", "Dana", "Emeka", "Farah", "Giulia", "Hiro", "Ines", "Jonas",
-    "Kavya", "Liam", "Maya", "Nikolai", "Olga", "Pedro", "Quinn", "Rosa", "Samir", "Tess",
-    "Umar", "Vera", "Wei", "Yara",
+    "Alice", "Bruno", "Chen", "Dana", "Emeka", "Farah", "Giulia", "Hiro", "Ines", "Jonas", "Kavya",
+    "Liam", "Maya", "Nikolai", "Olga", "Pedro", "Quinn", "Rosa", "Samir", "Tess", "Umar", "Vera",
+    "Wei", "Yara",
 ];
 
 const LAST: [&str; 24] = [
-    "Almeida", "Brandt", "Castillo", "Dubois", "Eriksen", "Fischer", "Garcia", "Haddad",
-    "Ivanova", "Jensen", "Kowalski", "Lindqvist", "Moreau", "Nakamura", "Okafor", "Petrov",
-    "Quintero", "Rossi", "Schmidt", "Tanaka", "Usman", "Varga", "Wright", "Zhou",
+    "Almeida",
+    "Brandt",
+    "Castillo",
+    "Dubois",
+    "Eriksen",
+    "Fischer",
+    "Garcia",
+    "Haddad",
+    "Ivanova",
+    "Jensen",
+    "Kowalski",
+    "Lindqvist",
+    "Moreau",
+    "Nakamura",
+    "Okafor",
+    "Petrov",
+    "Quintero",
+    "Rossi",
+    "Schmidt",
+    "Tanaka",
+    "Usman",
+    "Varga",
+    "Wright",
+    "Zhou",
 ];
 
 /// Names of introducing-broker firms, top of the tree first.

@@ -172,7 +172,8 @@ impl Simulator {
             }
         }
         for account in &self.accounts {
-            self.outbox.push("ib_link", ib_link(account.login, account.ib));
+            self.outbox
+                .push("ib_link", ib_link(account.login, account.ib));
         }
 
         for index in 0..self.accounts.len() {

@@ -72,14 +72,19 @@ impl Simulator {
             instrument.contract_size as f64 * rate_margin / f64::from(account.leverage);
         let budget = account.free_margin(&self.market) * MARGIN_BUDGET;
         // A negative budget saturates to 0 in the cast.
-        let affordable = (budget / margin_per_lot * VOL_PER_LOT as f64) as u64 / VOL_STEP * VOL_STEP;
+        let affordable =
+            (budget / margin_per_lot * VOL_PER_LOT as f64) as u64 / VOL_STEP * VOL_STEP;
         let vol = VOLUMES[self.rng.usize(..VOLUMES.len())].min(affordable);
         if vol == 0 {
             return false;
         }
 
         let login = account.login;
-        let side = if self.rng.bool() { Side::Buy } else { Side::Sell };
+        let side = if self.rng.bool() {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
         let quote = self.market.quote(symbol);
         let price = match side {
             Side::Buy => quote.ask,
@@ -325,7 +330,11 @@ impl Simulator {
         let distance = f64::from(self.rng.u32(PROTECTION_POINTS)) * instrument.point();
         let above = (position.side == Side::Buy) != stop;
         let price = position.close_price(&self.market);
-        instrument.round(if above { price + distance } else { price - distance })
+        instrument.round(if above {
+            price + distance
+        } else {
+            price - distance
+        })
     }
 
     /// A new protective level that differs from `current`.

@@ -47,7 +47,14 @@ fn seq_starts_at_one_and_never_skips() {
 #[test]
 fn every_event_carries_the_envelope() {
     let (_, batches) = run(SimConfig::default(), 60, 100);
-    let account_scoped = ["deal", "position", "order", "account", "margin_call", "ib_link"];
+    let account_scoped = [
+        "deal",
+        "position",
+        "order",
+        "account",
+        "margin_call",
+        "ib_link",
+    ];
     let known = [&account_scoped[..], &["tick", "symbol"]].concat();
     for (now, batch) in &batches {
         for event in batch {
@@ -126,7 +133,7 @@ struct Open {
 
 /// Replays every trade event like a gateway and checks that each close refers to a
 /// position that is open, that volumes add up, and that each closing deal's profit is
-/// the §1.7 formula at the last ticked prices, converted to USD at the USD pair's bid.
+/// the §1.7 formula at the last ticked prices, converted to USD at the USD pair's mid price.
 #[test]
 fn closes_match_open_positions_and_the_profit_formula() {
     let (_, batches) = run(SimConfig::default(), 300, 100);
@@ -137,12 +144,13 @@ fn closes_match_open_positions_and_the_profit_formula() {
     let mut ever_opened = BTreeSet::new();
     let mut last_out_deal: Option<(u64, u64, u64)> = None; // deal, position, vol
     let mut closes = 0;
-    let usd_per = |ccy: &str, bid: &BTreeMap<String, f64>| match ccy {
-        "USD" => 1.0,
-        _ => bid
-            .get(&format!("{ccy}USD"))
-            .copied()
-            .unwrap_or_else(|| 1.0 / bid[&format!("USD{ccy}")]),
+    let usd_per = |ccy: &str, bid: &BTreeMap<String, f64>, ask: &BTreeMap<String, f64>| {
+        let mid = |symbol: &str| Some((bid.get(symbol)? + ask.get(symbol)?) / 2.0);
+        match ccy {
+            "USD" => 1.0,
+            _ => mid(&format!("{ccy}USD"))
+                .unwrap_or_else(|| 1.0 / mid(&format!("USD{ccy}")).unwrap()),
+        }
     };
 
     for event in events(&batches) {
@@ -171,10 +179,13 @@ fn closes_match_open_positions_and_the_profit_formula() {
                 };
                 assert_eq!(f64_of(event, "price"), close, "{event}");
                 let lots = vol as f64 / 10_000.0;
-                let rate = usd_per(&symbol[3..], &bid);
+                let rate = usd_per(&symbol[3..], &bid, &ask);
                 let expected = gain * lots * contract[symbol] * rate;
                 let profit = f64_of(event, "profit");
-                assert!((profit - expected).abs() < 0.006, "{profit} vs {expected}: {event}");
+                assert!(
+                    (profit - expected).abs() < 0.006,
+                    "{profit} vs {expected}: {event}"
+                );
                 last_out_deal = Some((u64_of(event, "deal"), id, vol));
             }
             ("position", Some("open")) => {
@@ -191,7 +202,9 @@ fn closes_match_open_positions_and_the_profit_formula() {
             }
             ("position", Some("update")) => {
                 let id = u64_of(event, "position_id");
-                let position = open.get_mut(&id).expect("an update refers to an open position");
+                let position = open
+                    .get_mut(&id)
+                    .expect("an update refers to an open position");
                 if let Some(vol) = event["vol"].as_u64() {
                     let (_, closed_id, closed) = last_out_deal.take().expect("a partial close");
                     assert_eq!(closed_id, id);
@@ -201,7 +214,9 @@ fn closes_match_open_positions_and_the_profit_formula() {
             }
             ("position", Some("close")) => {
                 let id = u64_of(event, "position_id");
-                let position = open.remove(&id).expect("a close refers to an open position");
+                let position = open
+                    .remove(&id)
+                    .expect("a close refers to an open position");
                 let (deal, closed_id, closed) = last_out_deal.take().expect("a closing deal");
                 assert_eq!((closed_id, closed), (id, position.vol));
                 assert_eq!(u64_of(event, "close_deal"), deal);
@@ -222,7 +237,14 @@ fn the_same_seed_replays_the_same_events() {
     let (_, first) = run(config.clone(), 30, 100);
     let (_, second) = run(config, 30, 100);
     assert_eq!(first, second);
-    let (_, other) = run(SimConfig { seed: 43, ..SimConfig::default() }, 30, 100);
+    let (_, other) = run(
+        SimConfig {
+            seed: 43,
+            ..SimConfig::default()
+        },
+        30,
+        100,
+    );
     assert_ne!(first, other);
 }
 
@@ -255,11 +277,19 @@ fn rates_follow_the_config_over_a_simulated_minute() {
     ] {
         let (ticks_per_sec, trades_per_sec) = (config.ticks_per_sec, config.trades_per_sec);
         let (_, batches) = run(config, 60, step_ms);
-        let ticks = events(&batches[1..]).filter(|e| e["type"] == "tick").count() as f64;
+        let ticks = events(&batches[1..])
+            .filter(|e| e["type"] == "tick")
+            .count() as f64;
         let trades = activities(&batches) as f64;
         let (want_ticks, want_trades) = (ticks_per_sec * 60.0, trades_per_sec * 60.0);
-        assert!((ticks / want_ticks - 1.0).abs() < 0.15, "{ticks} ticks, want ~{want_ticks}");
-        assert!((trades / want_trades - 1.0).abs() < 0.3, "{trades} trades, want ~{want_trades}");
+        assert!(
+            (ticks / want_ticks - 1.0).abs() < 0.15,
+            "{ticks} ticks, want ~{want_ticks}"
+        );
+        assert!(
+            (trades / want_trades - 1.0).abs() < 0.3,
+            "{trades} trades, want ~{want_trades}"
+        );
     }
 }
 
@@ -276,14 +306,20 @@ fn a_stalled_clock_produces_nothing() {
 fn the_scene_comes_first_and_the_identities_are_live() {
     let (sim, batches) = run(SimConfig::default(), 120, 100);
     let identities = sim.identities();
-    assert_eq!((identities.trader, identities.ib, identities.admin), (100_001, 900_001, 1));
+    assert_eq!(
+        (identities.trader, identities.ib, identities.admin),
+        (100_001, 900_001, 1)
+    );
 
     let scene = &batches[0].1;
     let kinds: Vec<&str> = scene.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert!(kinds[..12].iter().all(|&k| k == "symbol"), "{kinds:?}");
     assert!(kinds[12..24].iter().all(|&k| k == "tick"), "{kinds:?}");
     for account in scene.iter().filter(|e| e["type"] == "account") {
-        assert!(account["name"].is_string() && account["ccy"] == "USD", "{account}");
+        assert!(
+            account["name"].is_string() && account["ccy"] == "USD",
+            "{account}"
+        );
         u64_of(account, "leverage");
         f64_of(account, "balance");
     }
@@ -304,7 +340,10 @@ fn the_scene_comes_first_and_the_identities_are_live() {
         assert_eq!(node, identities.ib, "{login} hangs outside the tree");
         assert!(levels <= 4);
     }
-    assert_eq!(parent[&identities.trader], 900_003, "the demo trader pays every level");
+    assert_eq!(
+        parent[&identities.trader], 900_003,
+        "the demo trader pays every level"
+    );
 
     // The demo trader holds at least three positions after every batch.
     let mut held = BTreeSet::new();
@@ -333,9 +372,43 @@ fn balances_add_up_deal_by_deal() {
             "deal" => *balance.entry(login.unwrap()).or_default() += f64_of(event, "profit"),
             "account" if login.unwrap() < 900_000 => {
                 let expected = balance.get(&login.unwrap()).copied().unwrap_or_default();
-                assert!((f64_of(event, "balance") - expected).abs() < 0.005, "{event}");
+                assert!(
+                    (f64_of(event, "balance") - expected).abs() < 0.005,
+                    "{event}"
+                );
             }
             _ => {}
         }
+    }
+}
+
+#[test]
+fn small_and_large_brokers_run() {
+    for (traders, symbols, ib_depth) in [(0, 0, 0), (1, 1, 1), (3, 30, 5), (50, 100, 9)] {
+        let config = SimConfig {
+            traders,
+            symbols,
+            ib_depth,
+            trades_per_sec: 20.0,
+            ..SimConfig::default()
+        };
+        let (sim, batches) = run(config, 120, 100);
+        let symbols_declared = events(&batches).filter(|e| e["type"] == "symbol").count();
+        assert_eq!(symbols_declared, symbols.clamp(1, 30));
+        let deepest = events(&batches)
+            .filter(|e| e["type"] == "ib_link" && u64_of(e, "login") == sim.identities().trader)
+            .map(|e| u64_of(e, "ib"))
+            .next();
+        assert_eq!(deepest, Some(900_000 + ib_depth.clamp(1, 5) as u64));
+    }
+}
+
+#[test]
+fn the_gateway_parser_accepts_every_event() {
+    let (_, batches) = run(SimConfig::default(), 120, 100);
+    for event in events(&batches) {
+        let parsed = tradecast_protocol::ingest::parse_value(event.clone())
+            .unwrap_or_else(|e| panic!("{}: {event}", e.reason()));
+        assert_eq!(parsed.body.kind(), event["type"]);
     }
 }

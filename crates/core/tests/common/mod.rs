@@ -15,13 +15,17 @@ pub struct Feed {
 
 impl Feed {
     pub fn new() -> Self {
-        Feed { engine: Engine::new(EngineConfig::default()), seq: 0 }
+        Feed {
+            engine: Engine::new(EngineConfig::default()),
+            seq: 0,
+        }
     }
 
     /// Apply an event given as its body fields (`"type":"tick",...`) at time `ts`.
     pub fn send(&mut self, fields: &str, ts: u64) -> Vec<Effect> {
         self.seq += 1;
-        self.try_send(self.seq, fields, ts).unwrap_or_else(|e| panic!("{fields}: {e:?}"))
+        self.try_send(self.seq, fields, ts)
+            .unwrap_or_else(|e| panic!("{fields}: {e:?}"))
     }
 
     /// Apply with an explicit `seq`.
@@ -61,8 +65,7 @@ pub fn ephemeral(effects: &[Effect], channel: &str, kind: &str) -> Vec<Value> {
 pub fn assert_envelopes(effects: &[Effect]) {
     for effect in effects {
         let text = std::str::from_utf8(effect.message()).unwrap();
-        let expected = format!(r#"{{"type":"#);
-        assert!(text.starts_with(&expected), "{text}");
+        assert!(text.starts_with(r#"{"type":"#), "{text}");
         let channel_field = format!(r#","channel":"{}""#, effect.channel());
         let after_type = &text[text.find(',').unwrap()..];
         assert!(after_type.starts_with(&channel_field), "{text}");
@@ -75,7 +78,9 @@ pub fn assert_envelopes(effects: &[Effect]) {
 
 /// A USD account with a 10,000 balance and 1:100 leverage.
 pub fn usd_account(login: u64, name: &str) -> String {
-    format!(r#""type":"account","login":{login},"name":"{name}","ccy":"USD","leverage":100,"balance":10000.0,"credit":0.0"#)
+    format!(
+        r#""type":"account","login":{login},"name":"{name}","ccy":"USD","leverage":100,"balance":10000.0,"credit":0.0"#
+    )
 }
 
 pub fn open(login: u64, id: u64, symbol: &str, side: &str, vol: u64, price_open: f64) -> String {

@@ -1,0 +1,27 @@
+//! What the kernel says about a process: resident memory and CPU time.
+
+use anyhow::Context;
+
+/// Resident set size of `pid`, in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS line")
+}
+
+/// User + system CPU time of `pid`, in seconds (`/proc/PID/stat` fields 14 and 15).
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc stat")?;
+    // The command name (field 2) may contain spaces; fields after it are plain.
+    let after_name = stat.rsplit_once(") ").context("malformed stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks as f64 / hz)
+}
