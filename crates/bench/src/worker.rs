@@ -69,10 +69,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             };
             drop(permit);
             let _ = ready_tx.send(Ok(()));
-            while let Ok(Some(message)) = client.recv().await {
-                if message["type"] == "price" {
-                    let symbol = message["symbol"].as_str().unwrap_or_default().to_owned();
-                    let _ = tx.send((symbol, now_us()));
+            while let Ok(Some(text)) = client.recv_text().await {
+                let at = now_us();
+                if let Some(symbol) = price_symbol(&text) {
+                    let _ = tx.send((symbol.to_owned(), at));
                 }
             }
         });
@@ -120,4 +120,14 @@ async fn open(options: &Connect) -> anyhow::Result<Client> {
         }
     }
     Ok(client)
+}
+
+/// The symbol of a `price` message, found without parsing the whole JSON (the
+/// gateway writes `"type"` first and `"symbol"` as a plain string).
+fn price_symbol(text: &str) -> Option<&str> {
+    if !text.starts_with(r#"{"type":"price""#) {
+        return None;
+    }
+    let rest = &text[text.find(r#""symbol":""#)? + 10..];
+    Some(&rest[..rest.find('"')?])
 }

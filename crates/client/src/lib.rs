@@ -118,14 +118,23 @@ impl Client {
     /// The next JSON message, or `None` once the connection is closed (see
     /// [`Client::closed`]). WebSocket pings are answered automatically.
     pub async fn recv(&mut self) -> anyhow::Result<Option<Value>> {
+        match self.recv_text().await? {
+            Some(text) => {
+                Ok(Some(serde_json::from_str(&text).with_context(|| {
+                    format!("server sent invalid JSON: {text}")
+                })?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The next text frame unparsed (a load generator need not parse every copy).
+    pub async fn recv_text(&mut self) -> anyhow::Result<Option<String>> {
         loop {
             match self.ws.next().await {
                 Some(Ok(message)) => {
                     if let Some(text) = message.as_text() {
-                        return Ok(Some(
-                            serde_json::from_str(text)
-                                .with_context(|| format!("server sent invalid JSON: {text}"))?,
-                        ));
+                        return Ok(Some(text.to_owned()));
                     }
                     if let Some((code, _reason)) = message.as_close() {
                         self.closed = Some(Closed::Code(code.into()));

@@ -20,6 +20,12 @@ pub struct DemoIdentity {
     pub token: String,
 }
 
+/// Metric handles resolved once, for the per-write hot path.
+pub struct HotCounters {
+    pub bytes_out: metrics::Counter,
+    pub frames_out: metrics::Counter,
+}
+
 /// Shared by every connection and HTTP handler of the node.
 pub struct Node {
     pub config: GatewayConfig,
@@ -27,6 +33,8 @@ pub struct Node {
     pub broker: Arc<dyn Broker>,
     pub pipeline: Pipeline,
     pub demo: Option<Vec<DemoIdentity>>,
+    /// Counters touched once per write, registered once.
+    pub counters: HotCounters,
     connections: AtomicUsize,
     next_id: AtomicU64,
     drain: watch::Sender<bool>,
@@ -46,6 +54,10 @@ impl Node {
             broker,
             pipeline,
             demo,
+            counters: HotCounters {
+                bytes_out: metrics::counter!("tradecast_bytes_out_total"),
+                frames_out: metrics::counter!("tradecast_frames_out_total"),
+            },
             connections: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             drain: watch::channel(false).0,

@@ -7,13 +7,13 @@
 //! drops the connection, so a stalled client never holds resources for long and
 //! never slows anyone else: publishers only ever touch its outbox.
 
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_websockets::{CloseCode, Message};
 use tradecast_broker::{CloseReason, Outbox};
 use tradecast_protocol::client::{Request, RequestKind, Since};
@@ -104,19 +104,28 @@ impl Session {
         let mut last_seen = Instant::now();
         let mut next_ping = Instant::now() + heartbeat;
         let mut batch = Vec::with_capacity(0);
+        // One timer per connection for every deadline (heartbeat, token expiry,
+        // drain), re-armed only when the earliest deadline changes: registering a
+        // timer per loop turn would cost more than the write itself.
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut timer = pin!(sleep_until(next_ping.min(expires_at)));
         loop {
             if drain_close.is_none() && self.node.is_draining() {
                 let after = self.node.drain_delay();
                 self.outbox
                     .push(server::reconnect(after.as_millis() as u64));
                 drain_close = Some(Instant::now() + after);
-                continue;
+            }
+            let next = next_ping.min(expires_at).min(drain_close.unwrap_or(far));
+            if timer.deadline() != next {
+                timer.as_mut().reset(next);
             }
             // Write everything queued, in one flush.
             let closed = self.outbox.drain(&mut batch);
             if !batch.is_empty() {
+                let give_up = last_seen + heartbeat * 3;
                 if let Err(end) = self
-                    .write(socket, &mut batch, last_seen + heartbeat * 3)
+                    .write(socket, &mut batch, timer.as_mut(), give_up)
                     .await
                 {
                     return end;
@@ -131,8 +140,6 @@ impl Session {
                     CloseReason::Gone => End::Drop,
                 };
             }
-            let drain_at =
-                drain_close.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
             tokio::select! {
                 _ = self.outbox.ready() => {}
                 frame = socket.next() => {
@@ -154,33 +161,38 @@ impl Session {
                         None => return End::Drop,
                     }
                 }
-                _ = sleep_until(next_ping) => {
-                    if last_seen.elapsed() >= heartbeat * 3 {
-                        return End::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if now >= expires_at {
+                        return End::Close(close::TOKEN_EXPIRED, "token expired");
                     }
-                    next_ping = Instant::now() + heartbeat;
-                    if socket.send(Message::ping(Bytes::new())).await.is_err() {
-                        return End::Drop;
+                    if drain_close.is_some_and(|at| now >= at) {
+                        return End::Close(1001, "server draining: reconnect");
+                    }
+                    if now >= next_ping {
+                        if now.duration_since(last_seen) >= heartbeat * 3 {
+                            return End::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                        }
+                        next_ping = now + heartbeat;
+                        if socket.send(Message::ping(Bytes::new())).await.is_err() {
+                            return End::Drop;
+                        }
                     }
                 }
                 _ = draining.changed(), if drain_close.is_none() => {}
-                _ = sleep_until(expires_at) => {
-                    return End::Close(close::TOKEN_EXPIRED, "token expired");
-                }
-                _ = sleep_until(drain_at), if drain_close.is_some() => {
-                    return End::Close(1001, "server draining: reconnect");
-                }
             }
         }
     }
 
     /// Write `batch` with one flush. Gives up when the outbox closes (slow
-    /// consumer) or nothing has been heard from the client by `deadline`.
+    /// consumer) or nothing has been heard from the client by `give_up`; `timer`
+    /// is the session's timer, borrowed so a stuck write needs no timer of its own.
     async fn write(
         &self,
         socket: &mut Socket,
         batch: &mut Vec<Bytes>,
-        deadline: Instant,
+        mut timer: Pin<&mut Sleep>,
+        give_up: Instant,
     ) -> Result<(), End> {
         let bytes: usize = batch.iter().map(Bytes::len).sum();
         let frames = batch.len();
@@ -196,8 +208,8 @@ impl Session {
                 result = &mut write => {
                     return match result {
                         Ok(()) => {
-                            metrics::counter!("tradecast_bytes_out_total").increment(bytes as u64);
-                            metrics::counter!("tradecast_frames_out_total").increment(frames as u64);
+                            self.node.counters.bytes_out.increment(bytes as u64);
+                            self.node.counters.frames_out.increment(frames as u64);
                             Ok(())
                         }
                         Err(_) => Err(End::Drop),
@@ -209,7 +221,13 @@ impl Session {
                         return Err(End::Drop);
                     }
                 }
-                _ = sleep_until(deadline) => return Err(End::Drop),
+                _ = timer.as_mut() => {
+                    if Instant::now() >= give_up {
+                        return Err(End::Drop);
+                    }
+                    // Another deadline is due; it is handled once the write is done.
+                    timer.as_mut().reset(give_up);
+                }
             }
         }
     }
