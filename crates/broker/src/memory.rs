@@ -90,7 +90,13 @@ impl ChannelLog {
     }
 
     /// Deliver to every subscriber, forgetting the ones whose outbox closed.
-    fn fan_out(&mut self, push: impl Fn(&Outbox) -> Push) {
+    fn fan_out(&mut self, message: &[u8], push: impl Fn(&Outbox) -> Push) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let kind = message_type(message).to_owned();
+        metrics::counter!("tradecast_messages_out_total", "type" => kind)
+            .increment(self.subscribers.len() as u64);
         let mut closed = Vec::new();
         for (id, outbox) in &self.subscribers {
             match push(outbox) {
@@ -133,6 +139,16 @@ impl MemoryBroker {
     }
 }
 
+/// The `type` of a channel message, read from its first field (the domain core
+/// always writes `{"type":"…"` first); "other" if it is not there.
+fn message_type(message: &[u8]) -> &str {
+    message
+        .strip_prefix(br#"{"type":""#)
+        .and_then(|rest| rest.iter().position(|b| *b == b'"').map(|end| &rest[..end]))
+        .and_then(|kind| std::str::from_utf8(kind).ok())
+        .unwrap_or("other")
+}
+
 /// The conflation key of an ephemeral message, computed once per publish.
 fn conflation_key(channel: &str, key: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
@@ -159,7 +175,7 @@ impl Broker for MemoryBroker {
         if let Some(snapshot) = snapshot {
             log.snapshot = Some(snapshot);
         }
-        log.fan_out(|outbox| outbox.push(stamped.clone()));
+        log.fan_out(&message, |outbox| outbox.push(stamped.clone()));
         Ok(seq)
     }
 
@@ -171,12 +187,18 @@ impl Broker for MemoryBroker {
         retain: bool,
     ) -> Result<(), BrokerError> {
         let conflation = conflation_key(channel, key);
-        let log = self.log(channel);
+        // A value nobody listens to and nobody keeps needs no channel entry.
+        let existing = self.channels.read().get(channel).cloned();
+        let Some(log) = existing.or_else(|| retain.then(|| self.log(channel))) else {
+            return Ok(());
+        };
         let mut log = log.lock();
         if retain {
             log.retained.insert(key.to_owned(), message.clone());
         }
-        log.fan_out(|outbox| outbox.push_latest(conflation, message.clone()));
+        log.fan_out(&message, |outbox| {
+            outbox.push_latest(conflation, message.clone())
+        });
         Ok(())
     }
 

@@ -50,30 +50,41 @@ pub fn identities(
     Ok(out)
 }
 
-/// Run the simulator until the pipeline stops: bootstrap events first, then a step
-/// every 100 ms.
-pub fn spawn(mut simulator: Simulator, pipeline: Pipeline) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut events = simulator.bootstrap(now_ms());
+/// Apply the simulator's bootstrap events (accounts, IB tree, first positions),
+/// so the scene is set before anyone connects, then advance it every 100 ms until
+/// the pipeline stops.
+pub async fn start(mut simulator: Simulator, pipeline: Pipeline) -> anyhow::Result<JoinHandle<()>> {
+    pipeline
+        .apply(parse_all(simulator.bootstrap(now_ms())))
+        .await?;
+    Ok(tokio::spawn(async move {
         let mut clock = tokio::time::interval(STEP);
+        clock.tick().await;
         loop {
-            let batch: Vec<_> = events
-                .drain(..)
-                .filter_map(|value| match ingest::parse_value(value) {
-                    Ok(event) => Some(event),
-                    Err(error) => {
-                        tracing::error!(%error, "the simulator produced an invalid event");
-                        None
-                    }
-                })
-                .collect();
-            if pipeline.feed(batch).await.is_err() {
+            clock.tick().await;
+            if pipeline
+                .feed(parse_all(simulator.step(now_ms())))
+                .await
+                .is_err()
+            {
                 return;
             }
-            clock.tick().await;
-            events = simulator.step(now_ms());
         }
-    })
+    }))
+}
+
+/// Simulator events through the ingest parser, as if they came from Redis.
+fn parse_all(events: Vec<serde_json::Value>) -> Vec<ingest::IngestEvent> {
+    events
+        .into_iter()
+        .filter_map(|value| match ingest::parse_value(value) {
+            Ok(event) => Some(event),
+            Err(error) => {
+                tracing::error!(%error, "the simulator produced an invalid event");
+                None
+            }
+        })
+        .collect()
 }
 
 /// The simulator the demo runs by default.

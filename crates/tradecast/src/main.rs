@@ -73,11 +73,13 @@ async fn serve(args: ServeArgs, demo_mode: bool) -> anyhow::Result<()> {
         None => None,
     };
     let gateway = Gateway::bind(config, auth, identities.clone()).await?;
+    if let Some(simulator) = simulator {
+        demo::start(simulator, gateway.node().pipeline.clone()).await?;
+    }
     let public = gateway.public_addr();
     let admin = gateway.admin_addr();
     println!("listening public={public} admin={admin}");
-    if let (Some(simulator), Some(identities)) = (simulator, identities) {
-        demo::spawn(simulator, gateway.node().pipeline.clone());
+    if let Some(identities) = identities {
         let host = if public.ip().is_unspecified() {
             "127.0.0.1".to_owned()
         } else {
