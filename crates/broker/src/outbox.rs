@@ -15,6 +15,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+/// Queue slots kept allocated between bursts; more are given back after a drain.
+const SHRINK_ABOVE: usize = 64;
+
 /// How much a connection may have queued but not yet written.
 #[derive(Debug, Clone, Copy)]
 pub struct OutboxLimits {
@@ -138,6 +141,11 @@ impl Outbox {
         let head = q.head + q.frames.len() as u64;
         out.extend(q.frames.drain(..).flatten());
         q.head = head;
+        // An idle connection should not keep the memory of its largest burst.
+        if q.frames.capacity() > SHRINK_ABOVE {
+            q.frames.shrink_to(0);
+            q.latest.shrink_to(0);
+        }
         q.latest.clear();
         q.tombstones = 0;
         q.bytes = 0;

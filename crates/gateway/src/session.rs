@@ -130,6 +130,9 @@ impl Session {
                 {
                     return end;
                 }
+                if batch.capacity() > 64 {
+                    batch = Vec::new(); // do not keep the largest burst's buffer while idle
+                }
                 continue;
             }
             if let Some(reason) = closed {
