@@ -190,4 +190,56 @@ mod tests {
         assert!(auth().verify(none).is_err());
         assert_eq!(auth().verify("not-a-token"), Err(AuthError::Malformed));
     }
+
+    /// A throwaway P-256 key pair, only for these tests.
+    const EC_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg/u+Ugije8+EdoOxB
+w5MNetO7QDziXcwFsbOjpGld+zmhRANCAASaK01xOPBeg+ylJQ9DtYW5UmA3lRrZ
+QEjPDMjk7K+v4dTteyQ9DbddJ7JK7OiYc7kE/boe2HVyljtzti+dvxoB
+-----END PRIVATE KEY-----";
+    const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEmitNcTjwXoPspSUPQ7WFuVJgN5Ua
+2UBIzwzI5Oyvr+HU7XskPQ23XSeySuzomHO5BP26Hth1cpY7c7Yvnb8aAQ==
+-----END PUBLIC KEY-----";
+
+    fn es256_token(claims: &Claims) -> String {
+        let key = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();
+        jsonwebtoken::encode(&Header::new(Algorithm::ES256), claims, &key).unwrap()
+    }
+
+    #[test]
+    fn public_key_tokens_verify_and_the_key_is_never_an_hmac_secret() {
+        let verifier = Authenticator::new(None, Some(EC_PUBLIC.as_bytes())).unwrap();
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
+        let claims = Claims {
+            sub: Value::from(7),
+            role: "admin".into(),
+            exp,
+        };
+        let identity = verifier.verify(&es256_token(&claims)).unwrap();
+        assert_eq!(
+            identity.principal,
+            Principal {
+                id: 7,
+                role: Role::Admin
+            }
+        );
+        // Algorithm confusion: HS256 signed with the public key's text as the secret.
+        let forged = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(EC_PUBLIC.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(verifier.verify(&forged), Err(AuthError::BadSignature));
+        // And an HS256-only node refuses ES256 tokens.
+        assert_eq!(
+            auth().verify(&es256_token(&claims)),
+            Err(AuthError::BadSignature)
+        );
+    }
 }
