@@ -196,15 +196,7 @@ async fn admins_read_everything_and_anyone_reads_prices() {
 async fn subscribe_unsubscribe_replies_and_errors() {
     let server = Server::start(&[]);
     let (mut trader, _, _) = connect_ready(&server, 42, Role::Client).await;
-    trader
-        .send(&json!({"type":"subscribe","channel":"prices:metals","id":"s1"}))
-        .await
-        .unwrap();
-    let m = trader.recv_within(WAIT).await.unwrap().unwrap();
-    assert_eq!(
-        (m["type"].clone(), m["id"].clone()),
-        (json!("subscribed"), json!("s1"))
-    );
+    subscribe_ok(&mut trader, "prices:metals", "s1").await;
     trader
         .send(&json!({"type":"unsubscribe","channel":"prices:metals","id":"u1"}))
         .await

@@ -53,15 +53,7 @@ async fn malformed_requests_get_error_replies_and_the_connection_stays_usable() 
     expect_error(&mut trader, "binary_frame", None).await;
     assert_usable(&mut trader, 100).await;
     // And a real request still works afterwards.
-    trader
-        .send(&json!({"type":"subscribe","channel":"prices:metals","id":"ok"}))
-        .await
-        .unwrap();
-    let m = trader.recv_within(WAIT).await.unwrap().unwrap();
-    assert_eq!(
-        (m["type"].clone(), m["id"].clone()),
-        (json!("subscribed"), json!("ok"))
-    );
+    subscribe_ok(&mut trader, "prices:metals", "ok").await;
 }
 
 #[tokio::test]
@@ -157,15 +149,7 @@ async fn too_many_subscriptions_are_refused() {
     let m = expect_error(&mut trader, "too_many_subscriptions", Some(json!("c"))).await;
     assert_eq!(m["channel"], "prices:crypto");
     // Re-subscribing a channel already held is not a new subscription.
-    trader
-        .send(&json!({"type":"subscribe","channel":"prices:metals","id":"again"}))
-        .await
-        .unwrap();
-    let m = trader.recv_within(WAIT).await.unwrap().unwrap();
-    assert_eq!(
-        (m["type"].clone(), m["id"].clone()),
-        (json!("subscribed"), json!("again"))
-    );
+    subscribe_ok(&mut trader, "prices:metals", "again").await;
     // After an unsubscribe there is room again.
     trader
         .send(&json!({"type":"unsubscribe","channel":"prices:metals"}))
@@ -175,15 +159,7 @@ async fn too_many_subscriptions_are_refused() {
         trader.recv_within(WAIT).await.unwrap().unwrap()["type"],
         "unsubscribed"
     );
-    trader
-        .send(&json!({"type":"subscribe","channel":"prices:crypto","id":"c2"}))
-        .await
-        .unwrap();
-    let m = trader.recv_within(WAIT).await.unwrap().unwrap();
-    assert_eq!(
-        (m["type"].clone(), m["id"].clone()),
-        (json!("subscribed"), json!("c2"))
-    );
+    subscribe_ok(&mut trader, "prices:crypto", "c2").await;
 }
 
 #[tokio::test]

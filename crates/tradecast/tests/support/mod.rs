@@ -316,6 +316,20 @@ pub async fn assert_usable(client: &mut Client, id: u64) {
     assert_eq!(m, serde_json::json!({"type":"pong","id":id}));
 }
 
+/// Subscribe to `channel` with request `id`; the very next message must be the
+/// matching `subscribed` reply.
+pub async fn subscribe_ok(client: &mut Client, channel: &str, id: &str) {
+    client
+        .send(&serde_json::json!({"type":"subscribe","channel":channel,"id":id}))
+        .await
+        .unwrap();
+    let m = client.recv_within(WAIT).await.unwrap().expect("open");
+    assert_eq!(
+        (m["type"].clone(), m["id"].clone()),
+        (serde_json::json!("subscribed"), serde_json::json!(id))
+    );
+}
+
 /// Connect, read the welcome and every default channel's `subscribed` + snapshot.
 pub async fn connect_ready(server: &Server, sub: u64, role: Role) -> (Client, Value, Vec<Value>) {
     let (mut client, welcome) = server.connect(sub, role).await;
