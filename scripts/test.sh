@@ -5,9 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
+# Install Debian packages, through sudo when not root; refresh the package index only
+# when the first attempt fails (a fresh image often has none, a warm one is up to date).
 apt_install() {
-  if [ "$(id -u)" = 0 ] && need apt-get; then
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  local sudo=
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  if need apt-get && { [ -z "$sudo" ] || need sudo; }; then
+    echo "installing: $*" >&2
+    local install=($sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@")
+    "${install[@]}" >/dev/null 2>&1 \
+      || { $sudo apt-get update -qq >/dev/null && "${install[@]}" >/dev/null; } \
+      || { echo "could not install: $*" >&2; exit 1; }
   else
     echo "missing: $* (install them, e.g. sudo apt-get install $*)" >&2
     exit 1
@@ -15,6 +23,8 @@ apt_install() {
 }
 need cargo || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
+# Integration tests run their own redis-server processes (crates/testkit).
+{ need redis-server && need redis-cli; } || apt_install redis-server
 
 echo "== format"
 cargo fmt --all -- --check

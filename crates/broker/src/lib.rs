@@ -15,10 +15,13 @@
 
 mod memory;
 mod outbox;
+mod redis_broker;
 
 pub use memory::{MemoryBroker, Retention};
 pub use outbox::{CloseReason, Outbox, OutboxLimits};
+pub use redis_broker::RedisBroker;
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,6 +29,31 @@ use bytes::Bytes;
 use serde_json::Value;
 use tradecast_protocol::Channel;
 use tradecast_protocol::client::Since;
+
+/// One thing to publish (see [`Broker::publish`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Publish {
+    /// A state change: gets the channel's next `seq`, is kept for resume, and
+    /// replaces the channel's snapshot with `snapshot` when given, in one step.
+    Durable {
+        channel: String,
+        message: Bytes,
+        snapshot: Option<Bytes>,
+        /// Strictly increasing per producer (the ingest leader numbers the effects
+        /// of each event); `None` for messages that need no replay protection.
+        origin: Option<u64>,
+    },
+    /// A live figure: latest value wins per (`channel`, `key`); with `retain` it is
+    /// also kept and sent to new subscribers after the snapshot.
+    Ephemeral {
+        channel: String,
+        key: String,
+        message: Bytes,
+        retain: bool,
+    },
+    /// Replace the channel's snapshot without a new seq (live figures moved).
+    Snapshot { channel: String, message: Bytes },
+}
 
 /// Where a subscription started: the channel's log position when it was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,30 +72,16 @@ pub struct BrokerError(pub String);
 /// Channel logs, snapshots and fan-out, wherever they live.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Append a durable message to `channel`'s log, stamping the next `seq` into it
-    /// (see [`tradecast_protocol::server::stamp_seq`]), replace the channel's snapshot
-    /// with `snapshot` when given (in the same step, so the snapshot is consistent
-    /// with the seq), and deliver it to every subscriber. Returns the seq.
-    async fn publish_durable(
-        &self,
-        channel: &str,
-        message: Bytes,
-        snapshot: Option<Bytes>,
-    ) -> Result<u64, BrokerError>;
-
-    /// Deliver an ephemeral message; subscribers that have not written the previous
-    /// value of (`channel`, `key`) yet get only the newest. With `retain`, it is kept
-    /// as the key's last value and sent to new subscribers after the snapshot.
-    async fn publish_ephemeral(
-        &self,
-        channel: &str,
-        key: &str,
-        message: Bytes,
-        retain: bool,
-    ) -> Result<(), BrokerError>;
-
-    /// Replace `channel`'s snapshot without a new seq (live figures moved).
-    async fn set_snapshot(&self, channel: &str, snapshot: Bytes) -> Result<(), BrokerError>;
+    /// Publish `batch` in order: append each durable message to its channel's log
+    /// (stamping the next `seq` into it, see [`tradecast_protocol::server::stamp_seq`])
+    /// together with its snapshot, deliver ephemeral messages, and replace snapshots.
+    /// Returns once the whole batch is durable in the broker's store.
+    ///
+    /// A durable message with an `origin` is appended at most once: a channel
+    /// remembers the highest origin it has taken and skips any message whose origin
+    /// is not higher, which is what makes replaying an ingest batch after a crash
+    /// produce no second message.
+    async fn publish(&self, batch: Vec<Publish>) -> Result<(), BrokerError>;
 
     /// Register `outbox` on `channel` and queue into it, in order: the `subscribed`
     /// reply (echoing `reply_id`), then the durable messages after `since` when the
@@ -87,4 +101,26 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Can the broker serve subscriptions and publishes right now?
     fn is_ready(&self) -> bool;
+}
+
+/// The conflation key of an ephemeral message, computed once per publish.
+pub(crate) fn conflation_key(channel: &str, key: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (channel, key).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Count `copies` deliveries of `message` by its `type` (read from its first
+/// field: the domain core always writes `{"type":"…"` first; "other" otherwise).
+pub(crate) fn count_out(message: &[u8], copies: usize) {
+    if copies == 0 {
+        return;
+    }
+    let kind = message
+        .strip_prefix(br#"{"type":""#)
+        .and_then(|rest| rest.iter().position(|b| *b == b'"').map(|end| &rest[..end]))
+        .and_then(|kind| std::str::from_utf8(kind).ok())
+        .unwrap_or("other");
+    metrics::counter!("tradecast_messages_out_total", "type" => kind.to_owned())
+        .increment(copies as u64);
 }

@@ -8,7 +8,6 @@
 //! never claims to continue an old log.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use tradecast_protocol::client::Since;
 use tradecast_protocol::{Channel, server};
 
 use crate::outbox::{Outbox, Push};
-use crate::{Broker, BrokerError, Position};
+use crate::{Broker, BrokerError, Position, Publish, conflation_key, count_out};
 
 /// How much history each channel keeps for resume.
 #[derive(Debug, Clone, Copy)]
@@ -94,9 +93,7 @@ impl ChannelLog {
         if self.subscribers.is_empty() {
             return;
         }
-        let kind = message_type(message).to_owned();
-        metrics::counter!("tradecast_messages_out_total", "type" => kind)
-            .increment(self.subscribers.len() as u64);
+        count_out(message, self.subscribers.len());
         let mut closed = Vec::new();
         for (id, outbox) in &self.subscribers {
             match push(outbox) {
@@ -127,43 +124,8 @@ impl MemoryBroker {
         &self.epoch
     }
 
-    fn log(&self, channel: &str) -> Arc<Mutex<ChannelLog>> {
-        if let Some(log) = self.channels.read().get(channel) {
-            return log.clone();
-        }
-        self.channels
-            .write()
-            .entry(channel.to_owned())
-            .or_default()
-            .clone()
-    }
-}
-
-/// The `type` of a channel message, read from its first field (the domain core
-/// always writes `{"type":"…"` first); "other" if it is not there.
-fn message_type(message: &[u8]) -> &str {
-    message
-        .strip_prefix(br#"{"type":""#)
-        .and_then(|rest| rest.iter().position(|b| *b == b'"').map(|end| &rest[..end]))
-        .and_then(|kind| std::str::from_utf8(kind).ok())
-        .unwrap_or("other")
-}
-
-/// The conflation key of an ephemeral message, computed once per publish.
-fn conflation_key(channel: &str, key: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    (channel, key).hash(&mut hasher);
-    hasher.finish()
-}
-
-#[async_trait]
-impl Broker for MemoryBroker {
-    async fn publish_durable(
-        &self,
-        channel: &str,
-        message: Bytes,
-        snapshot: Option<Bytes>,
-    ) -> Result<u64, BrokerError> {
+    /// Append a durable message, stamping the next seq; returns the seq.
+    pub fn publish_durable(&self, channel: &str, message: Bytes, snapshot: Option<Bytes>) -> u64 {
         let log = self.log(channel);
         let mut log = log.lock();
         log.seq += 1;
@@ -176,21 +138,16 @@ impl Broker for MemoryBroker {
             log.snapshot = Some(snapshot);
         }
         log.fan_out(&message, |outbox| outbox.push(stamped.clone()));
-        Ok(seq)
+        seq
     }
 
-    async fn publish_ephemeral(
-        &self,
-        channel: &str,
-        key: &str,
-        message: Bytes,
-        retain: bool,
-    ) -> Result<(), BrokerError> {
+    /// Deliver an ephemeral message (kept as the key's last value with `retain`).
+    pub fn publish_ephemeral(&self, channel: &str, key: &str, message: Bytes, retain: bool) {
         let conflation = conflation_key(channel, key);
         // A value nobody listens to and nobody keeps needs no channel entry.
         let existing = self.channels.read().get(channel).cloned();
         let Some(log) = existing.or_else(|| retain.then(|| self.log(channel))) else {
-            return Ok(());
+            return;
         };
         let mut log = log.lock();
         if retain {
@@ -199,11 +156,48 @@ impl Broker for MemoryBroker {
         log.fan_out(&message, |outbox| {
             outbox.push_latest(conflation, message.clone())
         });
-        Ok(())
     }
 
-    async fn set_snapshot(&self, channel: &str, snapshot: Bytes) -> Result<(), BrokerError> {
+    /// Replace the channel's snapshot.
+    pub fn set_snapshot(&self, channel: &str, snapshot: Bytes) {
         self.log(channel).lock().snapshot = Some(snapshot);
+    }
+
+    fn log(&self, channel: &str) -> Arc<Mutex<ChannelLog>> {
+        if let Some(log) = self.channels.read().get(channel) {
+            return log.clone();
+        }
+        self.channels
+            .write()
+            .entry(channel.to_owned())
+            .or_default()
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, batch: Vec<Publish>) -> Result<(), BrokerError> {
+        // One process, one producer: origins need no checking here.
+        for item in batch {
+            match item {
+                Publish::Durable {
+                    channel,
+                    message,
+                    snapshot,
+                    ..
+                } => {
+                    self.publish_durable(&channel, message, snapshot);
+                }
+                Publish::Ephemeral {
+                    channel,
+                    key,
+                    message,
+                    retain,
+                } => self.publish_ephemeral(&channel, &key, message, retain),
+                Publish::Snapshot { channel, message } => self.set_snapshot(&channel, message),
+            }
+        }
         Ok(())
     }
 
@@ -297,10 +291,7 @@ mod tests {
     async fn resume_replays_exactly_the_missed_messages() {
         let broker = MemoryBroker::new(Retention::default());
         for n in 1..=5 {
-            broker
-                .publish_durable("alerts", msg(n), None)
-                .await
-                .unwrap();
+            broker.publish_durable("alerts", msg(n), None);
         }
         let outbox = Arc::new(Outbox::new(1, OutboxLimits::default()));
         let since = Since {
@@ -312,10 +303,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((pos.seq, pos.recovered), (5, true));
-        broker
-            .publish_durable("alerts", msg(6), None)
-            .await
-            .unwrap();
+        broker.publish_durable("alerts", msg(6), None);
         let got = frames(&outbox);
         assert_eq!(got[0]["type"], "subscribed");
         let seqs: Vec<u64> = got[1..]
@@ -335,10 +323,7 @@ mod tests {
             let snap = Bytes::from(format!(
                 r#"{{"type":"alerts_full","channel":"alerts","n":{n}}}"#
             ));
-            broker
-                .publish_durable("alerts", msg(n), Some(snap))
-                .await
-                .unwrap();
+            broker.publish_durable("alerts", msg(n), Some(snap));
         }
         let outbox = Arc::new(Outbox::new(1, OutboxLimits::default()));
         for since in [
@@ -384,10 +369,7 @@ mod tests {
             let m = Bytes::from(format!(
                 r#"{{"type":"price","channel":"prices:forex","symbol":"EURUSD","bid":{bid}}}"#
             ));
-            broker
-                .publish_ephemeral("prices:forex", "EURUSD", m, true)
-                .await
-                .unwrap();
+            broker.publish_ephemeral("prices:forex", "EURUSD", m, true);
         }
         broker
             .subscribe(&prices, None, &outbox, None)
@@ -406,10 +388,7 @@ mod tests {
         broker.subscribe(&ch, None, &outbox, None).await.unwrap();
         broker.unsubscribe(&ch, &outbox).await;
         assert!(broker.channels.read().is_empty());
-        broker
-            .publish_ephemeral("prices:nowhere", "X", msg(1), false)
-            .await
-            .unwrap();
+        broker.publish_ephemeral("prices:nowhere", "X", msg(1), false);
         assert_eq!(frames(&outbox).len(), 1, "only the subscribed reply");
     }
 }

@@ -250,6 +250,38 @@ impl Engine {
         effects
     }
 
+    /// The current snapshot of every channel the engine keeps state for, as
+    /// [`Effect::Snapshot`]s (plus the retained exposure table): what a broker
+    /// that lost its store (Redis restarted empty) needs to serve subscribers again.
+    pub fn snapshots(&self) -> Vec<Effect> {
+        let mut effects: Vec<Effect> = self
+            .portfolios
+            .iter()
+            .map(|(&login, p)| {
+                Effect::snapshot(
+                    &Channel::Portfolio(login),
+                    p.snapshot(&p.value(&self.market)),
+                )
+            })
+            .collect();
+        effects.extend(
+            self.orders.logins().map(|login| {
+                Effect::snapshot(&Channel::Orders(login), self.orders.snapshot(login))
+            }),
+        );
+        effects.extend(self.ledgers.iter().map(|(&ib, ledger)| {
+            let channel = Channel::Commissions(ib);
+            Effect::snapshot(&channel, commissions_full(&channel, ib, ledger))
+        }));
+        effects.extend(
+            self.ib
+                .ibs()
+                .map(|ib| Effect::snapshot(&Channel::Network(ib), self.network_snapshot(ib))),
+        );
+        effects.push(Effect::snapshot(&Channel::Alerts, self.alerts.snapshot()));
+        effects
+    }
+
     fn tick(&mut self, tick: &Tick, ts: u64) -> Vec<Effect> {
         let info = self.market.update(tick, ts);
         #[derive(Serialize)]
@@ -501,13 +533,7 @@ impl Engine {
             let ledger = self.ledgers.entry(ib).or_default();
             ledger.record(&commission);
             let channel = Channel::Commissions(ib);
-            #[derive(Serialize)]
-            struct Full<'a> {
-                ib: u64,
-                #[serde(flatten)]
-                ledger: &'a Ledger,
-            }
-            let snapshot = encode("commissions_full", &channel, &Full { ib, ledger });
+            let snapshot = commissions_full(&channel, ib, ledger);
             effects.push(Effect::durable(
                 &channel,
                 "commission",
@@ -836,4 +862,15 @@ impl Engine {
             .collect();
         encode("network_full", &Channel::Network(ib), &Full { ib, clients })
     }
+}
+
+/// `commissions_full`: an IB's ledger.
+fn commissions_full(channel: &Channel, ib: u64, ledger: &Ledger) -> Bytes {
+    #[derive(Serialize)]
+    struct Full<'a> {
+        ib: u64,
+        #[serde(flatten)]
+        ledger: &'a Ledger,
+    }
+    encode("commissions_full", channel, &Full { ib, ledger })
 }

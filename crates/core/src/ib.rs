@@ -17,6 +17,11 @@ pub struct IbTree {
 }
 
 impl IbTree {
+    /// Every IB with at least one client below it.
+    pub fn ibs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.children.keys().copied()
+    }
+
     pub fn parent(&self, login: u64) -> Option<u64> {
         self.parent.get(&login).copied()
     }

@@ -111,6 +111,11 @@ impl OrderBook {
         }
     }
 
+    /// Every login that has (or had) working orders.
+    pub fn logins(&self) -> impl Iterator<Item = u64> + '_ {
+        self.by_login.keys().copied()
+    }
+
     /// The `orders_full` snapshot of `login`.
     pub fn snapshot(&self, login: u64) -> Bytes {
         #[derive(Serialize)]

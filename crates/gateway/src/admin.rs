@@ -13,7 +13,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use tradecast_protocol::ingest;
 
-use crate::node::Node;
+use crate::node::{Ingest, Node};
 
 #[derive(Clone)]
 struct Admin {
@@ -46,8 +46,10 @@ async fn render_metrics(State(admin): State<Admin>) -> String {
 }
 
 /// `POST /v1/events`: one ingest event object, or an array of them. Either every
-/// event is valid and all are applied in order (200 once their messages are
-/// published), or none is and the reply is 400 with each bad event's reason.
+/// event is valid and all are taken, or none is and the reply is 400 with each bad
+/// event's reason. On the embedded broker they are applied in order and the reply
+/// (200) comes once their messages are published; with Redis they are appended to
+/// the ingest streams and the reply (200) gives their entry ids.
 async fn events(State(admin): State<Admin>, body: Bytes) -> Response {
     let value: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
@@ -59,6 +61,7 @@ async fn events(State(admin): State<Admin>, body: Bytes) -> Response {
     };
     let mut events = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
+    let raw = items.clone();
     for (index, item) in items.into_iter().enumerate() {
         match ingest::parse_value(item) {
             Ok(event) => events.push(event),
@@ -71,9 +74,15 @@ async fn events(State(admin): State<Admin>, body: Bytes) -> Response {
     if !errors.is_empty() {
         return bad_request(Value::Array(errors));
     }
-    match admin.node.pipeline.apply(events).await {
-        Ok(outcome) => axum::Json(outcome).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    match &admin.node.ingest {
+        Ingest::Local(pipeline) => match pipeline.apply(events).await {
+            Ok(outcome) => axum::Json(outcome).into_response(),
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        },
+        Ingest::Streams(writer) => match writer.lock().await.write(&raw).await {
+            Ok(ids) => axum::Json(json!({ "queued": ids.len(), "ids": ids })).into_response(),
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")).into_response(),
+        },
     }
 }
 

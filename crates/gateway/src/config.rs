@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tradecast_broker::{OutboxLimits, Retention};
 use tradecast_core::EngineConfig;
+use tradecast_ingest::StreamLayout;
 
 /// Settings of one gateway node (the `serve` flags, already parsed).
 #[derive(Debug, Clone)]
@@ -26,8 +27,11 @@ pub struct GatewayConfig {
     pub max_inbound_rate: u32,
     /// Per-connection outbound queue bound (slow-consumer policy).
     pub outbox: OutboxLimits,
-    /// History kept per channel for resume (embedded broker).
+    /// History kept per channel for resume.
     pub retention: Retention,
+    /// Share channels through Redis and read the ingest streams (absent: the
+    /// embedded in-process broker, fed by `POST /v1/events` and the demo).
+    pub redis: Option<RedisSettings>,
     /// Upper bound of the graceful drain after SIGTERM.
     pub drain: Duration,
     /// Domain settings (IB plan, conflation intervals).
@@ -48,6 +52,21 @@ impl Default for GatewayConfig {
             retention: Retention::default(),
             drain: Duration::from_secs(10),
             engine: EngineConfig::default(),
+            redis: None,
         }
     }
+}
+
+/// How a node uses Redis.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// The ingest streams.
+    pub layout: StreamLayout,
+    /// How often the ingest leader stores a checkpoint of the domain state.
+    pub checkpoint_every: Duration,
+    /// How long the ingest lease lives without renewal (takeover time after a
+    /// leader dies).
+    pub lease_ttl: Duration,
 }

@@ -4,9 +4,12 @@
 //!
 //! ```text
 //!  POST /v1/events ─┐
-//!  demo simulator ──┼─▶ pipeline (domain engine) ─▶ broker (logs, snapshots) ─▶ outboxes ─▶ sessions ─▶ WebSockets
-//!  Redis streams ───┘
+//!  demo simulator ──┴─▶ pipeline (domain engine) ─▶ broker (logs, snapshots) ─▶ outboxes ─▶ sessions ─▶ WebSockets
 //! ```
+//!
+//! With `--redis` the broker is Redis (shared by every node), `POST /v1/events`
+//! appends to the ingest streams, and the node holding the ingest lease runs the
+//! domain engine on the streams (`tradecast_ingest::leader`) instead of the pipeline.
 //!
 //! - [`auth`]: JWT verification before the upgrade.
 //! - [`http`]: the public listener (upgrade on `/ws` and `/`, the page).
@@ -32,11 +35,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tradecast_broker::{Broker, MemoryBroker};
+use tradecast_broker::{Broker, MemoryBroker, RedisBroker};
+use tradecast_ingest::leader::{self, LeaderConfig};
+use tradecast_ingest::writer::StreamWriter;
 
 pub use auth::Authenticator;
-pub use config::GatewayConfig;
-pub use node::{DemoIdentity, Node};
+pub use config::{GatewayConfig, RedisSettings};
+pub use node::{DemoIdentity, Ingest, Node};
 pub use pipeline::Pipeline;
 
 /// A node with its listeners bound, ready to [`run`](Gateway::run).
@@ -44,12 +49,16 @@ pub struct Gateway {
     node: Arc<Node>,
     public: TcpListener,
     admin: TcpListener,
-    pipeline_task: tokio::task::JoinHandle<()>,
+    /// The pipeline (embedded) or the stream reader (Redis).
+    ingest_task: tokio::task::JoinHandle<()>,
+    /// Tells the stream reader to checkpoint and hand its lease back.
+    stop_ingest: tokio::sync::watch::Sender<bool>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 impl Gateway {
-    /// Bind both listeners and start the ingest pipeline on the embedded broker.
+    /// Bind both listeners and start ingest: the pipeline on the embedded broker,
+    /// or, with Redis, the Redis broker and the stream reader.
     pub async fn bind(
         mut config: GatewayConfig,
         auth: Authenticator,
@@ -57,20 +66,41 @@ impl Gateway {
     ) -> anyhow::Result<Gateway> {
         let metrics = telemetry::install();
         config.max_connections = telemetry::connection_cap(config.max_connections);
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(config.retention));
-        let (pipeline, pipeline_task) = Pipeline::spawn(config.engine.clone(), broker.clone());
+        let (stop_ingest, stop_rx) = tokio::sync::watch::channel(false);
+        let (broker, ingest, ingest_task): (Arc<dyn Broker>, Ingest, _) = match &config.redis {
+            None => {
+                let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(config.retention));
+                let (pipeline, task) = Pipeline::spawn(config.engine.clone(), broker.clone());
+                (broker, Ingest::Local(pipeline), task)
+            }
+            Some(redis) => {
+                let broker: Arc<dyn Broker> =
+                    Arc::new(RedisBroker::connect(&redis.url, config.retention).await?);
+                let writer = StreamWriter::connect(&redis.url, redis.layout.clone(), None)
+                    .await
+                    .context("connecting the ingest writer to Redis")?;
+                let mut leader_config =
+                    LeaderConfig::new(&redis.url, redis.layout.clone(), config.engine.clone());
+                leader_config.checkpoint_every = redis.checkpoint_every;
+                leader_config.lease_ttl = redis.lease_ttl;
+                let task = leader::spawn(leader_config, broker.clone(), stop_rx);
+                let ingest = Ingest::Streams(tokio::sync::Mutex::new(writer));
+                (broker, ingest, task)
+            }
+        };
         let public = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let admin = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
-        let node = Arc::new(Node::new(config, auth, broker, pipeline, demo));
+        let node = Arc::new(Node::new(config, auth, broker, ingest, demo));
         Ok(Gateway {
             node,
             public,
             admin,
-            pipeline_task,
+            ingest_task,
+            stop_ingest,
             metrics,
         })
     }
@@ -101,7 +131,8 @@ impl Gateway {
             node,
             public,
             admin,
-            pipeline_task,
+            mut ingest_task,
+            stop_ingest,
             metrics,
         } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -134,7 +165,16 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tracing::info!(left = node.connections(), "drained");
-        pipeline_task.abort();
+        // The stream reader checkpoints and hands its lease back; the pipeline just stops.
+        let _ = stop_ingest.send(true);
+        let reader = matches!(node.ingest, Ingest::Streams(_));
+        if !reader
+            || tokio::time::timeout(Duration::from_secs(3), &mut ingest_task)
+                .await
+                .is_err()
+        {
+            ingest_task.abort();
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), public_server).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_server).await;
         Ok(())

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tradecast_broker::Broker;
+use tradecast_ingest::writer::StreamWriter;
 
 use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
@@ -20,6 +21,15 @@ pub struct DemoIdentity {
     pub token: String,
 }
 
+/// Where `POST /v1/events` sends events.
+pub enum Ingest {
+    /// This node applies them (embedded broker).
+    Local(Pipeline),
+    /// They are written to the Redis streams, where the ingest leader (whichever
+    /// node holds the lease) applies them like any plugin's entries.
+    Streams(tokio::sync::Mutex<StreamWriter>),
+}
+
 /// Metric handles resolved once, for the per-write hot path.
 pub struct HotCounters {
     pub bytes_out: metrics::Counter,
@@ -31,7 +41,7 @@ pub struct Node {
     pub config: GatewayConfig,
     pub auth: Authenticator,
     pub broker: Arc<dyn Broker>,
-    pub pipeline: Pipeline,
+    pub ingest: Ingest,
     pub demo: Option<Vec<DemoIdentity>>,
     /// Counters touched once per write, registered once.
     pub counters: HotCounters,
@@ -45,14 +55,14 @@ impl Node {
         config: GatewayConfig,
         auth: Authenticator,
         broker: Arc<dyn Broker>,
-        pipeline: Pipeline,
+        ingest: Ingest,
         demo: Option<Vec<DemoIdentity>>,
     ) -> Node {
         Node {
             config,
             auth,
             broker,
-            pipeline,
+            ingest,
             demo,
             counters: HotCounters {
                 bytes_out: metrics::counter!("tradecast_bytes_out_total"),

@@ -4,8 +4,9 @@
 //! they arrive (per account, that is the stream order). Each event's effects are
 //! published to the broker in order before the next event is applied. A timer calls
 //! [`Engine::flush_live`] so live profit, equity and exposure go out conflated.
-//! Sources (`POST /v1/events`, the demo simulator, the Redis stream reader) all feed
-//! the same [`Pipeline`] handle.
+//! Sources (`POST /v1/events`, the demo simulator) feed the same [`Pipeline`]
+//! handle. With Redis, the ingest leader (`tradecast_ingest::leader`) plays this
+//! part instead, reading the streams.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tradecast_broker::Broker;
 use tradecast_core::{Effect, Engine, EngineConfig, Rejected};
+use tradecast_ingest::effects::to_batch;
 use tradecast_protocol::ingest::IngestEvent;
 
 /// How often conflated live figures are considered for sending.
@@ -119,35 +121,14 @@ async fn run(mut engine: Engine, broker: Arc<dyn Broker>, mut rx: mpsc::Receiver
     }
 }
 
-/// Publish effects in order. A broker failure is logged and counted; the Redis
-/// broker retries internally, so reaching here means the message could not be
-/// published at all.
+/// Publish effects in order, in one batch. The embedded broker cannot fail; a
+/// failure here is logged and counted.
 async fn publish(broker: &dyn Broker, effects: Vec<Effect>) {
-    for effect in effects {
-        let result = match effect {
-            Effect::Durable {
-                channel,
-                message,
-                snapshot,
-            } => broker
-                .publish_durable(&channel, message, snapshot)
-                .await
-                .map(drop),
-            Effect::Ephemeral {
-                channel,
-                key,
-                message,
-                retain,
-            } => {
-                broker
-                    .publish_ephemeral(&channel, &key, message, retain)
-                    .await
-            }
-            Effect::Snapshot { channel, message } => broker.set_snapshot(&channel, message).await,
-        };
-        if let Err(error) = result {
-            metrics::counter!("tradecast_publish_failures_total").increment(1);
-            tracing::error!(%error, "publishing a channel message failed");
-        }
+    if effects.is_empty() {
+        return;
+    }
+    if let Err(error) = broker.publish(to_batch(effects, None)).await {
+        metrics::counter!("tradecast_publish_failures_total").increment(1);
+        tracing::error!(%error, "publishing channel messages failed");
     }
 }

@@ -8,7 +8,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tradecast_broker::{OutboxLimits, Retention};
 use tradecast_core::EngineConfig;
-use tradecast_gateway::GatewayConfig;
+use tradecast_gateway::{GatewayConfig, RedisSettings};
+use tradecast_ingest::StreamLayout;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,7 +34,28 @@ pub enum Command {
     Demo(ServeArgs),
     /// Print a signed JWT (HS256).
     Token(TokenArgs),
+    /// Write ingest events from a file or stdin into the Redis streams, as a
+    /// trade-server plugin would.
+    #[command(long_about = PUBLISH_ABOUT)]
+    Publish(PublishArgs),
+    /// Run the built-in trade simulator against Redis: it writes ticks and trade
+    /// events into the streams at a steady rate, as an MT5 plugin would.
+    Simulate(SimulateArgs),
 }
+
+const PUBLISH_ABOUT: &str = "\
+Write ingest events from a file or stdin into the Redis streams, as a trade-server
+plugin would.
+
+The input is JSON lines (one event object per line; blank lines are skipped) or a
+single JSON array of event objects. Each event is validated as the gateway would
+validate it and goes to its stream: ticks to --ticks-stream, everything else to
+--events-stream (or its partition login mod --partitions). Events are written in
+order, in pipelined batches of at most 500.
+
+A bad line (not JSON, or not a valid event) stops the run with an error naming its
+line number and the reason: the events before it are published, the bad one and
+nothing after it is written.";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -61,6 +83,16 @@ pub struct ServeArgs {
     /// Tick stream (with --redis).
     #[arg(long, env = "TRADECAST_TICKS_STREAM", default_value = "tc:ticks")]
     pub ticks_stream: String,
+    /// Trade events are split over N streams `<events-stream>:{login mod N}`
+    /// (0: one stream). Must match the producers' setting.
+    #[arg(long, env = "TRADECAST_PARTITIONS", default_value_t = 0)]
+    pub partitions: u32,
+    /// How often the ingest leader checkpoints the domain state into Redis (with --redis).
+    #[arg(long, env = "TRADECAST_CHECKPOINT_MS", default_value_t = 5_000)]
+    pub checkpoint_ms: u64,
+    /// Ingest lease lifetime: a dead leader is replaced within this time (with --redis).
+    #[arg(long, env = "TRADECAST_LEASE_MS", default_value_t = 3_000)]
+    pub lease_ms: u64,
     /// IB commission per lot by level: direct IB, its parent, …; the last value
     /// repeats for every higher level.
     #[arg(long, env = "TRADECAST_IB_PLAN", default_value = "5,1,0.5")]
@@ -147,7 +179,108 @@ impl ServeArgs {
                 exposure_interval_ms: self.exposure_interval_ms,
                 large_deal_lots: self.large_deal_lots,
             },
+            redis: self.redis.as_ref().map(|url| RedisSettings {
+                url: url.clone(),
+                layout: StreamLayout {
+                    events: self.events_stream.clone(),
+                    ticks: self.ticks_stream.clone(),
+                    partitions: self.partitions,
+                },
+                checkpoint_every: Duration::from_millis(self.checkpoint_ms.max(100)),
+                lease_ttl: Duration::from_millis(self.lease_ms.max(300)),
+            }),
         })
+    }
+}
+
+/// Where `publish` and `simulate` write: the Redis server and the stream layout.
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0.
+    #[arg(long, env = "TRADECAST_REDIS")]
+    pub redis: String,
+    /// Trade-event stream; with --partitions N, the prefix of `<name>:{0}` … `<name>:{N-1}`.
+    #[arg(long, env = "TRADECAST_EVENTS_STREAM", default_value = "tc:events")]
+    pub events_stream: String,
+    /// Tick stream.
+    #[arg(long, env = "TRADECAST_TICKS_STREAM", default_value = "tc:ticks")]
+    pub ticks_stream: String,
+    /// Split trade events over N streams `<events-stream>:{login mod N}` (0: one stream).
+    #[arg(long, env = "TRADECAST_PARTITIONS", default_value_t = 0)]
+    pub partitions: u32,
+    /// Trim each stream to about this many entries on every write (XADD MAXLEN ~).
+    #[arg(long, env = "TRADECAST_MAXLEN")]
+    pub maxlen: Option<usize>,
+}
+
+impl StreamArgs {
+    pub fn layout(&self) -> StreamLayout {
+        StreamLayout {
+            events: self.events_stream.clone(),
+            ticks: self.ticks_stream.clone(),
+            partitions: self.partitions,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub streams: StreamArgs,
+    /// JSON lines or a JSON array of events (absent or `-`: stdin).
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub streams: StreamArgs,
+    /// Events per second written in total, ticks included (about 70 % are ticks).
+    #[arg(long, env = "TRADECAST_RATE")]
+    pub rate: f64,
+    /// Stop after this many seconds, counted from the bootstrap (absent: run until Ctrl-C).
+    #[arg(long, env = "TRADECAST_DURATION_S")]
+    pub duration_s: Option<f64>,
+    /// Simulator seed: the same seed replays the same broker.
+    #[arg(long, env = "TRADECAST_SEED", default_value_t = 7)]
+    pub seed: u64,
+    /// Trader accounts at start (the client base grows up to 4 times this).
+    #[arg(long, env = "TRADECAST_TRADERS", default_value_t = 1000)]
+    pub traders: usize,
+    /// Symbols quoted, 1 to 30: USD majors, gold, crosses, silver.
+    #[arg(long, env = "TRADECAST_SYMBOLS", default_value_t = 30)]
+    pub symbols: usize,
+    /// Levels of the IB tree above the deepest client, 1 to 5.
+    #[arg(long, env = "TRADECAST_IB_DEPTH", default_value_t = 5)]
+    pub ib_depth: usize,
+    /// Trade-server id written into every event's `src` (run two simulators with two).
+    #[arg(long, env = "TRADECAST_SRC", default_value = "sim-01")]
+    pub src: String,
+}
+
+impl SimulateArgs {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            bail!("--rate must be a positive number of events per second");
+        }
+        if let Some(duration) = self.duration_s
+            && !(duration.is_finite() && duration > 0.0)
+        {
+            bail!("--duration-s must be a positive number of seconds");
+        }
+        if !(1..=30).contains(&self.symbols) {
+            bail!("--symbols must be between 1 and 30");
+        }
+        if !(1..=5).contains(&self.ib_depth) {
+            bail!("--ib-depth must be between 1 and 5");
+        }
+        if self.traders == 0 {
+            bail!("--traders must be at least 1");
+        }
+        if self.src.is_empty() {
+            bail!("--src must not be empty");
+        }
+        Ok(())
     }
 }
 

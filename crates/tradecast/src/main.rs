@@ -1,5 +1,6 @@
 //! `tradecast`: the one binary. `serve` runs a gateway node, `demo` runs one with
-//! the built-in broker simulator, `token` mints a JWT.
+//! the built-in broker simulator, `token` mints a JWT, `publish` writes ingest events
+//! into the Redis streams and `simulate` runs the simulator against them.
 //!
 //! Every flag can also come from an environment variable `TRADECAST_<FLAG>` or from
 //! a TOML file given with `--config` (keys are the flag names, e.g.
@@ -7,10 +8,12 @@
 
 mod cli;
 mod config_file;
+mod publish;
+mod simulate;
 
 use anyhow::Context;
 use clap::Parser;
-use tradecast_gateway::{Authenticator, Gateway, demo};
+use tradecast_gateway::{Authenticator, Gateway, Ingest, demo};
 use tradecast_protocol::{Principal, Role};
 
 use crate::cli::{Cli, Command, ServeArgs};
@@ -35,6 +38,8 @@ fn main() -> anyhow::Result<()> {
             println!("{}", auth.mint(Principal { id: args.sub, role }, args.ttl)?);
             Ok(())
         }
+        Command::Publish(args) => runtime.block_on(publish::run(args)),
+        Command::Simulate(args) => runtime.block_on(simulate::run(args, shutdown_signal())),
     }
 }
 
@@ -48,9 +53,9 @@ fn init_logging() {
 }
 
 async fn serve(args: ServeArgs, demo_mode: bool) -> anyhow::Result<()> {
-    if args.redis.is_some() {
+    if demo_mode && args.redis.is_some() {
         anyhow::bail!(
-            "--redis: the Redis broker is not part of this build yet; run without --redis for the embedded broker"
+            "demo runs on the embedded broker; to feed a Redis deployment run `tradecast serve --redis URL` and `tradecast simulate --redis URL`"
         );
     }
     let secret = match (&args.jwt_secret, demo_mode) {
@@ -74,7 +79,10 @@ async fn serve(args: ServeArgs, demo_mode: bool) -> anyhow::Result<()> {
     };
     let gateway = Gateway::bind(config, auth, identities.clone()).await?;
     if let Some(simulator) = simulator {
-        demo::start(simulator, gateway.node().pipeline.clone()).await?;
+        let Ingest::Local(pipeline) = &gateway.node().ingest else {
+            unreachable!("demo mode runs on the embedded broker");
+        };
+        demo::start(simulator, pipeline.clone()).await?;
     }
     let public = gateway.public_addr();
     let admin = gateway.admin_addr();

@@ -1,6 +1,8 @@
 //! Test support: run the real `tradecast` binary on loopback and talk to it.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

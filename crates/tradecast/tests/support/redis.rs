@@ -1,0 +1,124 @@
+//! Nodes on a real Redis: start them, feed the streams, find the ingest leader.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tradecast_client::Client;
+use tradecast_ingest::StreamLayout;
+use tradecast_ingest::writer::StreamWriter;
+use tradecast_testkit::RedisServer;
+
+use super::{Server, WAIT, metric};
+
+/// `tradecast serve --redis` on `redis`, with a short lease and checkpoint
+/// interval so takeovers happen within a test's patience.
+pub fn node(redis: &RedisServer) -> Server {
+    Server::start(&[
+        "--redis",
+        &redis.url(),
+        "--lease-ms",
+        "1000",
+        "--checkpoint-ms",
+        "300",
+    ])
+}
+
+/// A producer writing to the default streams, as a trade-server plugin would.
+pub async fn writer(redis: &RedisServer) -> StreamWriter {
+    StreamWriter::connect(&redis.url(), StreamLayout::default(), None)
+        .await
+        .expect("connecting the stream writer")
+}
+
+/// The index of the node that leads ingest (waits until one does).
+pub async fn leader(nodes: &[&Server]) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        for (i, node) in nodes.iter().enumerate() {
+            if metric(node, "tradecast_ingest_leader").await == 1.0 {
+                return i;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no node leads ingest"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Wait until `/readyz` answers 200.
+pub async fn ready(node: &Server) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while node.get("/readyz").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "node never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Envelope for test events from source `src`.
+pub fn event(src: &str, seq: u64, body: Value) -> Value {
+    let mut event = json!({"v": 1, "src": src, "seq": seq, "ts": 1_700_000_000_000u64 + seq});
+    event
+        .as_object_mut()
+        .unwrap()
+        .extend(body.as_object().unwrap().clone());
+    event
+}
+
+pub fn account(login: u64, name: &str) -> Value {
+    json!({"type":"account","login":login,"name":name,"ccy":"USD","leverage":100,"balance":10000.0,"credit":0.0})
+}
+
+pub fn ib_link(login: u64, ib: u64) -> Value {
+    json!({"type":"ib_link","op":"set","login":login,"ib":ib})
+}
+
+pub fn open(login: u64, position: u64) -> Value {
+    json!({"type":"position","op":"open","login":login,"position_id":position,"symbol":"EURUSD","side":"buy","vol":10000,"price_open":1.1,"digits":5,"contract_size":100000})
+}
+
+pub fn close(login: u64, position: u64) -> Value {
+    json!({"type":"position","op":"close","login":login,"position_id":position})
+}
+
+/// The deal that closes `position` (1 lot), which pays the IB chain.
+pub fn closing_deal(login: u64, position: u64, deal: u64) -> Value {
+    json!({"type":"deal","login":login,"deal":deal,"position_id":position,"action":"sell","entry":"out","symbol":"EURUSD","vol":10000,"price":1.1,"profit":0.0})
+}
+
+/// Durable messages (those with a `seq`) on `channel`, read until `until`
+/// returns true for the collected list or WAIT passes without a message.
+pub async fn durable_until(
+    client: &mut Client,
+    channel: &str,
+    until: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let mut got = Vec::new();
+    while !until(&got) {
+        let Some(m) = client
+            .recv_within(WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("waiting on {channel}: {e:#}; got {got:?}"))
+        else {
+            panic!("connection closed; got {got:?}");
+        };
+        if m["channel"] == channel && m.get("seq").is_some() && m["type"] != "subscribed" {
+            got.push(m);
+        }
+    }
+    got
+}
+
+/// Every `seq` follows the one before it.
+pub fn assert_contiguous(messages: &[Value]) {
+    for pair in messages.windows(2) {
+        assert_eq!(
+            pair[1]["seq"].as_u64(),
+            pair[0]["seq"].as_u64().map(|s| s + 1),
+            "gap or duplicate between {} and {}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
