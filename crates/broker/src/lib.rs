@@ -53,6 +53,9 @@ pub enum Publish {
     },
     /// Replace the channel's snapshot without a new seq (live figures moved).
     Snapshot { channel: String, message: Bytes },
+    /// Put back a snapshot the store lost (Redis restarted empty) and make every
+    /// node resync its subscribers of the channel from it.
+    Restore { channel: String, message: Bytes },
 }
 
 /// Where a subscription started: the channel's log position when it was taken.

@@ -195,7 +195,9 @@ impl Broker for MemoryBroker {
                     message,
                     retain,
                 } => self.publish_ephemeral(&channel, &key, message, retain),
-                Publish::Snapshot { channel, message } => self.set_snapshot(&channel, message),
+                Publish::Snapshot { channel, message } | Publish::Restore { channel, message } => {
+                    self.set_snapshot(&channel, message)
+                }
             }
         }
         Ok(())

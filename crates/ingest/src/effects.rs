@@ -6,6 +6,18 @@ use tradecast_core::Effect;
 /// Durable effects of one event are numbered `event * ORIGINS_PER_EVENT + i`.
 pub const ORIGINS_PER_EVENT: u64 = 1024;
 
+/// Snapshots to put back after the broker's store lost them (see
+/// [`Publish::Restore`]).
+pub fn to_restore(snapshots: Vec<Effect>) -> Vec<Publish> {
+    snapshots
+        .into_iter()
+        .filter_map(|effect| match effect {
+            Effect::Snapshot { channel, message } => Some(Publish::Restore { channel, message }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Turn `effects` into one broker batch. With `event` (the event's number in the
 /// ingest order), every durable message gets an origin that is unique and rises
 /// with the order of publishing, so a replay of the same event is recognised by

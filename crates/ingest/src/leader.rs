@@ -32,7 +32,7 @@ use tradecast_core::{Engine, EngineConfig, Rejected};
 use tradecast_protocol::ingest::{self, IngestEvent};
 
 use crate::dead_letter;
-use crate::effects::to_batch;
+use crate::effects::{to_batch, to_restore};
 use crate::journal::{Batch, Checkpoint, Entry, Journal};
 use crate::layout::StreamLayout;
 use crate::lease::Lease;
@@ -262,7 +262,7 @@ impl Leader {
             None if self.last > 0 => {
                 // Redis lost everything: its snapshots too. Ours are current.
                 tracing::warn!("no ingest checkpoint in Redis; republishing every snapshot");
-                let snapshots = to_batch(self.engine.snapshots(), None);
+                let snapshots = to_restore(self.engine.snapshots());
                 self.publish_durably(snapshots).await?;
                 self.journal_id = None;
                 self.checkpoint().await?;

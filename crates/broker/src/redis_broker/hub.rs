@@ -119,6 +119,7 @@ pub(crate) async fn run(
                 message,
             }) => hub.durable(epoch, seq, message).await,
             HubCmd::Frame(Frame::Ephemeral { key, message }) => hub.ephemeral(&key, message),
+            HubCmd::Frame(Frame::Restored) => hub.restored().await,
             HubCmd::Join(join) => hub.join(join).await,
             HubCmd::Leave(id) => {
                 hub.subscribers.remove(&id);
@@ -283,6 +284,13 @@ impl Hub {
                 return;
             }
         };
+        if !read.recovered && read.snapshot.is_none() && read.epoch != self.epoch {
+            // Redis lost the log and the snapshot. Sending an empty snapshot would
+            // show subscribers a blank state: wait for the ingest leader to restore
+            // it (a `restored` frame) or for the channel's next message.
+            tracing::info!(channel = %self.name, "log lost; waiting for the snapshot to be restored");
+            return;
+        }
         if read.recovered {
             let first = self.last_seq + 1;
             metrics::counter!("tradecast_broker_gap_messages_total")
@@ -292,6 +300,19 @@ impl Hub {
             }
         } else {
             self.resync_all(&read);
+        }
+    }
+
+    /// The snapshot was put back: start every subscriber over from it.
+    async fn restored(&mut self) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        match self.read(None).await {
+            Ok(read) => self.resync_all(&read),
+            Err(error) => {
+                tracing::warn!(channel = %self.name, %error, "cannot read a restored snapshot")
+            }
         }
     }
 

@@ -184,6 +184,15 @@ impl RedisBroker {
                 Publish::Snapshot { channel, message } => {
                     live.pending.insert(channel, message);
                 }
+                Publish::Restore { channel, message } => {
+                    live.pending.remove(&channel);
+                    let keys = ChannelKeys::new(&channel);
+                    pipe.set(&keys.snap, &message[..]).ignore();
+                    pipe.cmd(shared.publish_command)
+                        .arg(&keys.topic)
+                        .arg(wire::RESTORED)
+                        .ignore();
+                }
             }
         }
         // Live snapshots go last: every durable message they reflect is before them.

@@ -2,6 +2,7 @@
 //!
 //! - durable: `d<epoch>\n<seq>\n<stamped message>`
 //! - ephemeral: `e<key>\n<message>`
+//! - restored: `r` (the snapshot was put back after Redis lost it: resync from it)
 //!
 //! The message bytes are exactly what subscribers receive, so a node forwards the
 //! tail of the frame without re-encoding it.
@@ -20,7 +21,11 @@ pub(crate) enum Frame {
         key: String,
         message: Bytes,
     },
+    Restored,
 }
+
+/// The whole `restored` frame.
+pub(crate) const RESTORED: &str = "r";
 
 pub(crate) fn ephemeral(key: &str, message: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(2 + key.len() + message.len());
@@ -58,6 +63,7 @@ pub(crate) fn parse(payload: Bytes) -> Option<Frame> {
                 message: payload.slice(first + 1..),
             })
         }
+        b'r' => Some(Frame::Restored),
         _ => None,
     }
 }
