@@ -20,6 +20,7 @@ mod redis_broker;
 pub use memory::{MemoryBroker, Retention};
 pub use outbox::{CloseReason, Outbox, OutboxLimits};
 pub use redis_broker::RedisBroker;
+pub use redis_broker::conn::{RedisConn, RedisTarget};
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;

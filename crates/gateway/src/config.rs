@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tradecast_broker::{OutboxLimits, Retention};
+use tradecast_broker::{OutboxLimits, RedisTarget, Retention};
 use tradecast_core::EngineConfig;
 use tradecast_ingest::StreamLayout;
 
@@ -60,8 +60,8 @@ impl Default for GatewayConfig {
 /// How a node uses Redis.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://host:port/db`.
-    pub url: String,
+    /// The server (`redis://host:port/db`) or the cluster's seed nodes.
+    pub target: RedisTarget,
     /// The ingest streams.
     pub layout: StreamLayout,
     /// How often the ingest leader stores a checkpoint of the domain state.

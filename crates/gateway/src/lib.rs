@@ -75,12 +75,15 @@ impl Gateway {
             }
             Some(redis) => {
                 let broker: Arc<dyn Broker> =
-                    Arc::new(RedisBroker::connect(&redis.url, config.retention).await?);
-                let writer = StreamWriter::connect(&redis.url, redis.layout.clone(), None)
+                    Arc::new(RedisBroker::connect(&redis.target, config.retention).await?);
+                let writer = StreamWriter::connect_to(&redis.target, redis.layout.clone(), None)
                     .await
                     .context("connecting the ingest writer to Redis")?;
-                let mut leader_config =
-                    LeaderConfig::new(&redis.url, redis.layout.clone(), config.engine.clone());
+                let mut leader_config = LeaderConfig::new(
+                    redis.target.clone(),
+                    redis.layout.clone(),
+                    config.engine.clone(),
+                );
                 leader_config.checkpoint_every = redis.checkpoint_every;
                 leader_config.lease_ttl = redis.lease_ttl;
                 let task = leader::spawn(leader_config, broker.clone(), stop_rx);

@@ -14,9 +14,9 @@
 //! nothing is published twice and nothing the dead node did not publish is lost.
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamRangeReply, StreamTrimOptions, StreamTrimmingMode};
 use serde::{Deserialize, Serialize};
+use tradecast_broker::RedisConn;
 use tradecast_core::Engine;
 
 /// One raw stream entry as the leader applied it.
@@ -61,11 +61,7 @@ impl Default for Journal {
 
 impl Journal {
     /// Append `batch`; returns its journal id.
-    pub async fn append(
-        &self,
-        conn: &mut ConnectionManager,
-        batch: &Batch,
-    ) -> anyhow::Result<String> {
+    pub async fn append(&self, conn: &mut RedisConn, batch: &Batch) -> anyhow::Result<String> {
         let body = serde_json::to_string(batch)?;
         let id: String = conn.xadd(&self.stream, "*", &[("b", body)]).await?;
         Ok(id)
@@ -74,7 +70,7 @@ impl Journal {
     /// The batches after journal id `after` (`None`: all), oldest first.
     pub async fn after(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
         after: Option<&str>,
     ) -> anyhow::Result<Vec<(String, Batch)>> {
         let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
@@ -93,7 +89,7 @@ impl Journal {
 
     pub async fn load_checkpoint(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
     ) -> anyhow::Result<Option<Checkpoint>> {
         let body: Option<Vec<u8>> = conn.get(&self.checkpoint).await?;
         Ok(match body {
@@ -105,7 +101,7 @@ impl Journal {
     /// Store `checkpoint` and drop the journal it covers.
     pub async fn save_checkpoint(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
         checkpoint: &Checkpoint,
     ) -> anyhow::Result<usize> {
         let body = serde_json::to_vec(checkpoint)?;

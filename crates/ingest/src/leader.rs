@@ -21,13 +21,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tradecast_broker::{Broker, Publish};
+use tradecast_broker::{Broker, Publish, RedisConn, RedisTarget};
 use tradecast_core::{Engine, EngineConfig, Rejected};
 use tradecast_protocol::ingest::{self, IngestEvent};
 
@@ -46,7 +45,7 @@ const READ_BLOCK: Duration = Duration::from_millis(50);
 /// Everything the stream reader needs to know.
 #[derive(Debug, Clone)]
 pub struct LeaderConfig {
-    pub redis_url: String,
+    pub redis: RedisTarget,
     pub layout: StreamLayout,
     /// Consumer group on every ingest stream.
     pub group: String,
@@ -62,9 +61,9 @@ pub struct LeaderConfig {
 
 impl LeaderConfig {
     /// The defaults of `tradecast serve --redis URL`.
-    pub fn new(redis_url: impl Into<String>, layout: StreamLayout, engine: EngineConfig) -> Self {
+    pub fn new(redis: RedisTarget, layout: StreamLayout, engine: EngineConfig) -> Self {
         LeaderConfig {
-            redis_url: redis_url.into(),
+            redis,
             layout,
             group: "tradecast".into(),
             dead_letters: "tc:dead".into(),
@@ -95,7 +94,7 @@ pub fn spawn(
 struct Leader {
     config: LeaderConfig,
     broker: Arc<dyn Broker>,
-    conn: ConnectionManager,
+    conn: RedisConn,
     lease: Lease,
     consumer: String,
     engine: Engine,
@@ -111,14 +110,11 @@ async fn run(
     broker: Arc<dyn Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let client = redis::Client::open(config.redis_url.as_str()).context("Redis URL")?;
-    let conn_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        // Longer than READ_BLOCK: a blocking read is not a timeout.
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_secs(1));
-    let conn = ConnectionManager::new_with_config(client, conn_config)
+    // The response timeout is far longer than READ_BLOCK: a blocking read is
+    // not a timeout.
+    let conn = config
+        .redis
+        .connect(Duration::from_secs(5))
         .await
         .context("connecting the ingest reader to Redis")?;
     let consumer = format!(

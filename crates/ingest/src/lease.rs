@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use tradecast_broker::RedisConn;
 
 /// Renew only if we still hold it: compare-and-expire in one step.
 const RENEW: &str = r#"
@@ -49,7 +49,7 @@ impl Lease {
     }
 
     /// Take the lease if nobody holds it.
-    pub async fn acquire(&self, conn: &mut ConnectionManager) -> redis::RedisResult<bool> {
+    pub async fn acquire(&self, conn: &mut RedisConn) -> redis::RedisResult<bool> {
         let set: Option<String> = redis::cmd("SET")
             .arg(&self.key)
             .arg(&self.holder)
@@ -62,7 +62,7 @@ impl Lease {
     }
 
     /// Extend the lease; false when it was lost (expired and maybe taken).
-    pub async fn renew(&self, conn: &mut ConnectionManager) -> redis::RedisResult<bool> {
+    pub async fn renew(&self, conn: &mut RedisConn) -> redis::RedisResult<bool> {
         let renewed: i64 = redis::cmd("EVAL")
             .arg(RENEW)
             .arg(1)
@@ -75,7 +75,7 @@ impl Lease {
     }
 
     /// Hand the lease back so a standby node takes over at once.
-    pub async fn release(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+    pub async fn release(&self, conn: &mut RedisConn) -> redis::RedisResult<()> {
         redis::cmd("EVAL")
             .arg(RELEASE)
             .arg(1)

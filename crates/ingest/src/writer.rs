@@ -22,8 +22,8 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
+use tradecast_broker::{RedisConn, RedisTarget};
 use tradecast_protocol::ingest;
 
 use crate::layout::StreamLayout;
@@ -43,11 +43,12 @@ pub struct InvalidEvent {
 
 /// Writes ingest events into Redis Streams.
 ///
-/// It holds a [`ConnectionManager`]: one multiplexed connection that reconnects by
-/// itself after Redis restarts. A write that fails while the connection is down
-/// returns the error; the next one uses the new connection.
+/// It holds a [`RedisConn`]: a connection (to a server or a cluster) that
+/// reconnects by itself after Redis restarts. A write that fails while the
+/// connection is down returns the error; the next one uses the new connection.
+/// On a cluster, the streams one batch writes to must share a hash tag.
 pub struct StreamWriter {
-    conn: ConnectionManager,
+    conn: RedisConn,
     layout: StreamLayout,
     maxlen: Option<usize>,
 }
@@ -72,14 +73,19 @@ impl StreamWriter {
         layout: StreamLayout,
         maxlen: Option<usize>,
     ) -> anyhow::Result<Self> {
-        let client =
-            redis::Client::open(url).with_context(|| format!("invalid Redis URL {url:?}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(10)));
-        let conn = ConnectionManager::new_with_config(client, config)
+        Self::connect_to(&RedisTarget::new(url, false), layout, maxlen).await
+    }
+
+    /// Connects to a Redis server or cluster.
+    pub async fn connect_to(
+        target: &RedisTarget,
+        layout: StreamLayout,
+        maxlen: Option<usize>,
+    ) -> anyhow::Result<Self> {
+        let conn = target
+            .connect(Duration::from_secs(10))
             .await
-            .with_context(|| format!("connecting to Redis at {url}"))?;
+            .with_context(|| format!("connecting to Redis at {}", target.urls.join(",")))?;
         Ok(StreamWriter {
             conn,
             layout,

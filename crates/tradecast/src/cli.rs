@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use tradecast_broker::RedisTarget;
 use tradecast_broker::{OutboxLimits, Retention};
 use tradecast_core::EngineConfig;
 use tradecast_gateway::{GatewayConfig, RedisSettings};
@@ -66,8 +67,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TRADECAST_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
     pub admin_listen: SocketAddr,
     /// Redis URL for the shared broker and stream ingest (absent: embedded broker).
+    /// With --redis-cluster: the seed nodes, comma-separated.
     #[arg(long, env = "TRADECAST_REDIS")]
     pub redis: Option<String>,
+    /// --redis is a Redis Cluster: sharded pub/sub, per-slot pipelines. The ingest
+    /// streams must then share a hash tag, e.g. `{tc}:events` and `{tc}:ticks`.
+    #[arg(long, env = "TRADECAST_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
     /// HS256 secret for client tokens (`tradecast demo` has a built-in default).
     #[arg(long, env = "TRADECAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -180,7 +186,7 @@ impl ServeArgs {
                 large_deal_lots: self.large_deal_lots,
             },
             redis: self.redis.as_ref().map(|url| RedisSettings {
-                url: url.clone(),
+                target: RedisTarget::new(url, self.redis_cluster),
                 layout: StreamLayout {
                     events: self.events_stream.clone(),
                     ticks: self.ticks_stream.clone(),

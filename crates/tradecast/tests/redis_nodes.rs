@@ -8,12 +8,29 @@ use serde_json::json;
 use support::redis::*;
 use support::*;
 use tradecast_protocol::Role;
-use tradecast_testkit::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_trader_ib_chain_and_risk_desk_on_other_nodes() {
-    let redis = RedisServer::start();
-    let nodes = [node(&redis), node(&redis), node(&redis)];
+    every_audience_on_any_node(Store::single()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_events_reach_every_audience_on_any_node() {
+    every_audience_on_any_node(Store::cluster()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trader_resumes_on_another_node_with_exactly_the_missed_messages() {
+    resume_on_another_node(Store::single()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_trader_resumes_on_another_node() {
+    resume_on_another_node(Store::cluster()).await;
+}
+
+async fn every_audience_on_any_node(store: Store) {
+    let nodes = [store.node(), store.node(), store.node()];
     for n in &nodes {
         ready(n).await;
     }
@@ -25,7 +42,20 @@ async fn events_reach_trader_ib_chain_and_risk_desk_on_other_nodes() {
     let (mut top_ib, _, _) = connect_ready(&nodes[2], 100, Role::Ib).await;
     let (mut risk, _, _) = connect_ready(&nodes[1], 1, Role::Admin).await;
 
-    let mut producer = writer(&redis).await;
+    // Nodes listen only to channels with local subscribers (sharded on a cluster).
+    let topics = store.listened_topics();
+    for channel in ["portfolio:42", "commissions:300", "network:100", "exposure"] {
+        assert!(
+            topics.contains(&format!("tc:ch:{{{channel}}}")),
+            "{channel} not in {topics:?}"
+        );
+    }
+    assert!(
+        !topics.iter().any(|t| t.contains("portfolio:43")),
+        "{topics:?}"
+    );
+
+    let mut producer = store.writer().await;
     let events = [
         account(42, "Ada Lovelace"),
         ib_link(200, 100),
@@ -63,18 +93,25 @@ async fn events_reach_trader_ib_chain_and_risk_desk_on_other_nodes() {
     assert_eq!(portfolio[opened]["symbol"], "EURUSD");
     assert_eq!(portfolio[opened]["volume"], 1.0);
 
-    // Every IB up the chain: the commission of its level (plan 5, 1, 0.5 per lot).
+    // Every IB up the chain: the commission of its level (plan 5, 1, 0.5 per lot),
+    // and its client joining its network.
     for (ib, client, level, amount) in [
         (300, &mut direct_ib, 1, 5.0),
         (200, &mut second_ib, 2, 1.0),
         (100, &mut top_ib, 3, 0.5),
     ] {
-        let channel = format!("commissions:{ib}");
-        let got = durable_until(client, &channel, |got| !got.is_empty()).await;
-        let c = &got[0];
+        let commissions = format!("commissions:{ib}");
+        let network = format!("network:{ib}");
+        let got = durable_on(client, &[&commissions, &network], |got| {
+            got.iter().any(|m| m["type"] == "commission")
+                && got
+                    .iter()
+                    .any(|m| m["type"] == "client_joined" && m["client"] == 42)
+        })
+        .await;
+        let c = got.iter().find(|m| m["type"] == "commission").unwrap();
         assert_eq!(
             (
-                c["type"].as_str(),
                 c["client"].as_u64(),
                 c["client_name"].as_str(),
                 c["symbol"].as_str(),
@@ -85,7 +122,6 @@ async fn events_reach_trader_ib_chain_and_risk_desk_on_other_nodes() {
                 c["seq"].as_u64(),
             ),
             (
-                Some("commission"),
                 Some(42),
                 Some("Ada Lovelace"),
                 Some("EURUSD"),
@@ -97,13 +133,12 @@ async fn events_reach_trader_ib_chain_and_risk_desk_on_other_nodes() {
             ),
             "{c}"
         );
+        let joined = got
+            .iter()
+            .find(|m| m["type"] == "client_joined" && m["client"] == 42)
+            .unwrap();
+        assert_eq!(joined["level"].as_u64(), Some(level), "{joined}");
     }
-    // The direct IB saw its client join on its network channel.
-    let joined = durable_until(&mut direct_ib, "network:300", |got| !got.is_empty()).await;
-    assert_eq!(
-        (joined[0]["type"].as_str(), joined[0]["client"].as_u64()),
-        (Some("client_joined"), Some(42))
-    );
 
     // The risk desk: exposure on EURUSD once a position stays open.
     producer
@@ -122,14 +157,12 @@ async fn events_reach_trader_ib_chain_and_risk_desk_on_other_nodes() {
     assert_eq!(eurusd["buy_lots"], 1.0, "{exposure}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trader_resumes_on_another_node_with_exactly_the_missed_messages() {
-    let redis = RedisServer::start();
-    let nodes = [node(&redis), node(&redis), node(&redis)];
+async fn resume_on_another_node(store: Store) {
+    let nodes = [store.node(), store.node(), store.node()];
     for n in &nodes {
         ready(n).await;
     }
-    let mut producer = writer(&redis).await;
+    let mut producer = store.writer().await;
     producer
         .write(&[
             event("mt5-1", 1, account(43, "Grace")),

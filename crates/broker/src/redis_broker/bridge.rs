@@ -186,7 +186,7 @@ async fn flush_listens(
 }
 
 /// Hand a frame to its channel's hub (if this node still has one).
-fn dispatch(shared: &Shared, topic: &str, payload: &[u8]) {
+pub(crate) fn dispatch(shared: &Shared, topic: &str, payload: &[u8]) {
     let Some(channel) = keys::channel_of(topic) else {
         return;
     };

@@ -13,12 +13,15 @@
 //! reads the missing messages from the log, or resyncs its subscribers with a fresh
 //! snapshot when the log no longer has them or the epoch changed (Redis restarted
 //! empty). The [`bridge`] task owns the pub/sub connection, reconnects it with
-//! backoff, and asks every hub to check for gaps after each reconnect.
+//! backoff, and asks every hub to check for gaps after each reconnect; on Redis
+//! Cluster the [`sharded`] bridge does the same with sharded pub/sub.
 
 mod bridge;
+pub mod conn;
 mod hub;
 mod keys;
 mod scripts;
+mod sharded;
 mod wire;
 
 use std::collections::HashMap;
@@ -29,7 +32,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tradecast_protocol::Channel;
@@ -37,6 +39,7 @@ use tradecast_protocol::client::Since;
 
 use crate::outbox::Outbox;
 use crate::{Broker, BrokerError, Position, Publish, Retention};
+use conn::{RedisConn, RedisTarget};
 use hub::{HubCmd, Join};
 use keys::ChannelKeys;
 
@@ -54,7 +57,7 @@ pub struct RedisBroker {
 
 /// What the broker handle, the hubs and the bridge share.
 pub(crate) struct Shared {
-    conn: ConnectionManager,
+    conn: RedisConn,
     retention: Retention,
     /// `PUBLISH`, or `SPUBLISH` on Redis Cluster.
     publish_command: &'static str,
@@ -100,23 +103,26 @@ impl Shared {
 }
 
 impl RedisBroker {
-    /// Connect to Redis at `url` (`redis://host:port/db`).
-    pub async fn connect(url: &str, retention: Retention) -> Result<RedisBroker, BrokerError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| BrokerError(format!("invalid Redis URL {url}: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(|e| BrokerError(format!("cannot reach Redis at {url}: {e}")))?;
+    /// Connect to Redis (a server or a cluster).
+    pub async fn connect(
+        target: &RedisTarget,
+        retention: Retention,
+    ) -> Result<RedisBroker, BrokerError> {
+        let conn = target.connect(Duration::from_secs(5)).await.map_err(|e| {
+            BrokerError(format!(
+                "cannot reach Redis at {}: {e}",
+                target.urls.join(",")
+            ))
+        })?;
         let (bridge_tx, bridge_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             conn,
             retention,
-            publish_command: "PUBLISH",
+            publish_command: if target.cluster {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            },
             hubs: Mutex::new(HashMap::new()),
             bridge: bridge_tx,
             listening: AtomicBool::new(false),
@@ -125,14 +131,23 @@ impl RedisBroker {
                 pending: HashMap::new(),
             }),
         });
-        tokio::spawn(bridge::run(client, Arc::downgrade(&shared), bridge_rx));
+        let weak = Arc::downgrade(&shared);
+        if target.cluster {
+            tokio::spawn(sharded::run(target.urls.clone(), weak, bridge_rx));
+        } else {
+            let client = redis::Client::open(target.url())
+                .map_err(|e| BrokerError(format!("invalid Redis URL {}: {e}", target.url())))?;
+            tokio::spawn(bridge::run(client, weak, bridge_rx));
+        }
         Ok(RedisBroker { shared })
     }
 
-    /// Queue `batch` into one pipeline (with the live snapshots that are due).
-    fn pipeline(&self, batch: Vec<Publish>) -> redis::Pipeline {
+    /// Queue `batch` into pipelines (with the live snapshots that are due): one
+    /// on a single server; one per channel on a cluster, where a pipeline must stay
+    /// in one hash slot. Each channel's commands keep their order either way.
+    fn pipelines(&self, batch: Vec<Publish>) -> Vec<redis::Pipeline> {
         let shared = &self.shared;
-        let mut pipe = redis::pipe();
+        let mut pipes = Pipes::new(shared.conn.is_cluster());
         let max_messages = shared.retention.max_messages.max(1).to_string();
         let max_age_ms = shared.retention.max_age.as_millis().max(1).to_string();
         let mut live = shared.live_snapshots.lock();
@@ -149,7 +164,9 @@ impl RedisBroker {
                         // This snapshot is newer than any pending live one.
                         live.pending.remove(&channel);
                     }
-                    pipe.cmd("EVAL")
+                    pipes
+                        .of(&channel)
+                        .cmd("EVAL")
                         .arg(scripts::APPEND)
                         .arg(3)
                         .arg(&keys.meta)
@@ -173,6 +190,7 @@ impl RedisBroker {
                     retain,
                 } => {
                     let keys = ChannelKeys::new(&channel);
+                    let pipe = pipes.of(&channel);
                     if retain {
                         pipe.hset(&keys.ret, &key, &message[..]).ignore();
                     }
@@ -187,6 +205,7 @@ impl RedisBroker {
                 Publish::Restore { channel, message } => {
                     live.pending.remove(&channel);
                     let keys = ChannelKeys::new(&channel);
+                    let pipe = pipes.of(&channel);
                     pipe.set(&keys.snap, &message[..]).ignore();
                     pipe.cmd(shared.publish_command)
                         .arg(&keys.topic)
@@ -199,11 +218,13 @@ impl RedisBroker {
         if live.written_at.elapsed() >= LIVE_SNAPSHOT_EVERY && !live.pending.is_empty() {
             live.written_at = Instant::now();
             for (channel, snapshot) in live.pending.drain() {
-                pipe.set(ChannelKeys::new(&channel).snap, &snapshot[..])
+                pipes
+                    .of(&channel)
+                    .set(ChannelKeys::new(&channel).snap, &snapshot[..])
                     .ignore();
             }
         }
-        pipe
+        pipes.into_vec()
     }
 }
 
@@ -213,14 +234,14 @@ impl Broker for RedisBroker {
         if batch.is_empty() {
             return Ok(());
         }
-        let pipe = self.pipeline(batch);
-        if pipe.is_empty() {
-            return Ok(());
+        let runs = self.pipelines(batch).into_iter().map(|pipe| {
+            let mut conn = self.shared.conn.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        });
+        for result in futures_util::future::join_all(runs).await {
+            result.map_err(|e| BrokerError(format!("publishing to Redis: {e}")))?;
         }
-        let mut conn = self.shared.conn.clone();
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| BrokerError(format!("publishing to Redis: {e}")))
+        Ok(())
     }
 
     async fn subscribe(
@@ -254,5 +275,37 @@ impl Broker for RedisBroker {
 
     fn is_ready(&self) -> bool {
         self.shared.listening.load(Ordering::Relaxed)
+    }
+}
+
+/// The pipelines one publish is split into.
+struct Pipes {
+    per_channel: bool,
+    index: HashMap<String, usize>,
+    pipes: Vec<redis::Pipeline>,
+}
+
+impl Pipes {
+    fn new(per_channel: bool) -> Pipes {
+        Pipes {
+            per_channel,
+            index: HashMap::new(),
+            pipes: Vec::new(),
+        }
+    }
+
+    /// The pipeline `channel`'s commands go into.
+    fn of(&mut self, channel: &str) -> &mut redis::Pipeline {
+        let key = if self.per_channel { channel } else { "" };
+        let next = self.pipes.len();
+        let at = *self.index.entry(key.to_owned()).or_insert(next);
+        if at == next {
+            self.pipes.push(redis::pipe());
+        }
+        &mut self.pipes[at]
+    }
+
+    fn into_vec(self) -> Vec<redis::Pipeline> {
+        self.pipes.into_iter().filter(|p| !p.is_empty()).collect()
     }
 }

@@ -3,15 +3,103 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tradecast_broker::RedisTarget;
 use tradecast_client::Client;
 use tradecast_ingest::StreamLayout;
 use tradecast_ingest::writer::StreamWriter;
-use tradecast_testkit::RedisServer;
+use tradecast_testkit::{RedisCluster, RedisServer};
 
 use super::{Server, WAIT, metric};
 
-/// `tradecast serve --redis` on `redis`, with a short lease and checkpoint
-/// interval so takeovers happen within a test's patience.
+/// Where the nodes keep their shared state: one server or a 3-master cluster.
+pub enum Store {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Store {
+    pub fn single() -> Store {
+        Store::Single(RedisServer::start())
+    }
+
+    pub fn cluster() -> Store {
+        Store::Cluster(RedisCluster::start(3))
+    }
+
+    pub fn target(&self) -> RedisTarget {
+        match self {
+            Store::Single(redis) => RedisTarget::new(&redis.url(), false),
+            Store::Cluster(cluster) => RedisTarget::new(&cluster.urls().join(","), true),
+        }
+    }
+
+    /// On a cluster the ingest streams share a hash tag (one slot), so the
+    /// reader can read them in one command.
+    pub fn layout(&self) -> StreamLayout {
+        match self {
+            Store::Single(_) => StreamLayout::default(),
+            Store::Cluster(_) => StreamLayout {
+                events: "{tc}:events".into(),
+                ticks: "{tc}:ticks".into(),
+                partitions: 0,
+            },
+        }
+    }
+
+    /// `tradecast serve` flags for this store, with a short lease and checkpoint
+    /// interval so takeovers happen within a test's patience.
+    pub fn node(&self) -> Server {
+        let target = self.target();
+        let layout = self.layout();
+        let urls = target.urls.join(",");
+        let mut args = vec![
+            "--redis",
+            &urls,
+            "--lease-ms",
+            "1000",
+            "--checkpoint-ms",
+            "300",
+            "--events-stream",
+            &layout.events,
+            "--ticks-stream",
+            &layout.ticks,
+        ];
+        if target.cluster {
+            args.push("--redis-cluster");
+        }
+        Server::start(&args)
+    }
+
+    /// The pub/sub topics the nodes listen to: plain channels on one server,
+    /// shard channels (every master's) on a cluster.
+    pub fn listened_topics(&self) -> Vec<String> {
+        let lines = |out: String| out.lines().map(String::from).collect::<Vec<_>>();
+        match self {
+            Store::Single(redis) => lines(redis.cli(&["PUBSUB", "CHANNELS"])),
+            Store::Cluster(cluster) => cluster
+                .ports()
+                .iter()
+                .flat_map(|port| {
+                    let out = std::process::Command::new("redis-cli")
+                        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                        .args(["PUBSUB", "SHARDCHANNELS"])
+                        .output()
+                        .expect("running redis-cli");
+                    lines(String::from_utf8_lossy(&out.stdout).into_owned())
+                })
+                .collect(),
+        }
+    }
+
+    /// A producer writing to the streams, as a trade-server plugin would.
+    pub async fn writer(&self) -> StreamWriter {
+        StreamWriter::connect_to(&self.target(), self.layout(), None)
+            .await
+            .expect("connecting the stream writer")
+    }
+}
+
+/// `tradecast serve --redis` on one `redis` server.
 pub fn node(redis: &RedisServer) -> Server {
     Server::start(&[
         "--redis",
@@ -94,16 +182,26 @@ pub async fn durable_until(
     channel: &str,
     until: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
+    durable_on(client, &[channel], until).await
+}
+
+/// Durable messages on any of `channels`, in arrival order, until `until`.
+pub async fn durable_on(
+    client: &mut Client,
+    channels: &[&str],
+    until: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let mut got = Vec::new();
     while !until(&got) {
         let Some(m) = client
             .recv_within(WAIT)
             .await
-            .unwrap_or_else(|e| panic!("waiting on {channel}: {e:#}; got {got:?}"))
+            .unwrap_or_else(|e| panic!("waiting on {channels:?}: {e:#}; got {got:?}"))
         else {
             panic!("connection closed; got {got:?}");
         };
-        if m["channel"] == channel && m.get("seq").is_some() && m["type"] != "subscribed" {
+        let on = m["channel"].as_str().is_some_and(|c| channels.contains(&c));
+        if on && m.get("seq").is_some() && m["type"] != "subscribed" {
             got.push(m);
         }
     }
