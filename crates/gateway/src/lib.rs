@@ -84,6 +84,7 @@ impl Gateway {
                     redis.layout.clone(),
                     config.engine.clone(),
                 );
+                leader_config.validate()?;
                 leader_config.checkpoint_every = redis.checkpoint_every;
                 leader_config.lease_ttl = redis.lease_ttl;
                 let task = leader::spawn(leader_config, broker.clone(), stop_rx);

@@ -6,6 +6,9 @@
 
 use redis::Pipeline;
 
+/// The dead-letter stream keeps about this many entries (the oldest go first).
+pub const KEEP: usize = 100_000;
+
 /// Queue the dead letter for `stream`/`id` into `pipe`.
 pub fn queue(
     pipe: &mut Pipeline,
@@ -17,10 +20,12 @@ pub fn queue(
 ) {
     tracing::warn!(stream, id, reason, "ingest entry dead-lettered");
     metrics::counter!("tradecast_ingest_dead_letters_total").increment(1);
-    pipe.xadd(
-        dead_stream,
-        "*",
-        &[("reason", reason), ("stream", stream), ("id", id), ("d", d)],
-    )
-    .ignore();
+    pipe.cmd("XADD")
+        .arg(dead_stream)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(KEEP)
+        .arg("*")
+        .arg(&[("reason", reason), ("stream", stream), ("id", id), ("d", d)])
+        .ignore();
 }

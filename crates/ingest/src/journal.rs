@@ -31,6 +31,8 @@ pub struct Entry {
 /// A journal record: entries numbered `first`, `first + 1`, … in applying order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Batch {
+    /// The history this numbering belongs to (see [`Checkpoint::era`]).
+    pub era: String,
     pub first: u64,
     pub entries: Vec<Entry>,
 }
@@ -38,6 +40,9 @@ pub struct Batch {
 /// The engine as of event number `last`, covering the journal up to `journal_id`.
 #[derive(Serialize, Deserialize)]
 pub struct Checkpoint {
+    /// One history of the domain state: drawn when a leader starts from nothing.
+    /// Event numbers only compare within one era.
+    pub era: String,
     pub last: u64,
     pub journal_id: String,
     pub engine: Engine,
@@ -85,6 +90,11 @@ impl Journal {
                 Ok((entry.id, serde_json::from_str(&body)?))
             })
             .collect()
+    }
+
+    /// Is there a checkpoint (has this deployment's state been stored)?
+    pub async fn has_checkpoint(&self, conn: &mut RedisConn) -> anyhow::Result<bool> {
+        Ok(conn.exists(&self.checkpoint).await?)
     }
 
     pub async fn load_checkpoint(

@@ -60,6 +60,23 @@ pub struct LeaderConfig {
 }
 
 impl LeaderConfig {
+    /// On Redis Cluster one `XREADGROUP` reads every ingest stream, so they must
+    /// live in one hash slot: refuse to start otherwise.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.redis.cluster {
+            return Ok(());
+        }
+        let streams = self.layout.streams();
+        let tags: Vec<Option<&str>> = streams.iter().map(|s| hash_tag(s)).collect();
+        if tags[0].is_none() || tags.iter().any(|t| *t != tags[0]) {
+            anyhow::bail!(
+                "on Redis Cluster the ingest streams must share a hash tag, e.g. --events-stream '{{tc}}:events' --ticks-stream '{{tc}}:ticks' (got {})",
+                streams.join(", ")
+            );
+        }
+        Ok(())
+    }
+
     /// The defaults of `tradecast serve --redis URL`.
     pub fn new(redis: RedisTarget, layout: StreamLayout, engine: EngineConfig) -> Self {
         LeaderConfig {
@@ -103,7 +120,19 @@ struct Leader {
     /// The journal record that event belongs to.
     journal_id: Option<String>,
     checkpointed: u64,
+    /// The history `engine` belongs to; `None` until this node leads or loads one.
+    era: Option<String>,
+    /// This node has seen a checkpoint in Redis: the deployment has state, so
+    /// leading without it (Redis lost it and we never held it) would start over
+    /// from nothing.
+    seen_state: bool,
+    /// Consecutive times this node took the lease without any state to lead with.
+    empty_handed: u32,
 }
+
+/// A node without state gives the lease back this many times (once per lease
+/// period) to let a node that holds the state take it, before it leads anyway.
+const EMPTY_HANDED_LIMIT: u32 = 5;
 
 async fn run(
     config: LeaderConfig,
@@ -133,6 +162,9 @@ async fn run(
         last: 0,
         journal_id: None,
         checkpointed: 0,
+        era: None,
+        seen_state: false,
+        empty_handed: 0,
     };
     loop {
         if *shutdown.borrow() {
@@ -151,18 +183,35 @@ async fn run(
                         return Ok(());
                     }
                     Err(error) => {
-                        tracing::warn!(error = format!("{error:#}"), "stopped leading ingest")
+                        tracing::warn!(error = format!("{error:#}"), "stopped leading ingest");
+                        // Let another node take over at once if we still hold it.
+                        let _ = leader.lease.release(&mut leader.conn).await;
                     }
                 }
             }
-            Ok(false) => {}
+            Ok(false) => {
+                if let Ok(true) = leader.config.journal.has_checkpoint(&mut leader.conn).await {
+                    leader.seen_state = true;
+                }
+            }
             Err(error) => tracing::debug!(%error, "cannot reach Redis for the ingest lease"),
         }
+        // A node that would have to start from nothing waits longer, so that after
+        // Redis lost everything the node that still holds the state leads.
+        let stateless = leader.last == 0 && leader.seen_state;
+        let pause = leader.lease.renew_every() * if stateless { 3 } else { 1 };
         tokio::select! {
-            _ = tokio::time::sleep(leader.lease.renew_every()) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// The part of a key Redis Cluster hashes: the first `{…}` with something inside.
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')? + open + 1;
+    (close > open + 1).then(|| &key[open + 1..close])
 }
 
 fn hostname() -> String {
@@ -248,10 +297,14 @@ impl Leader {
         let started = Instant::now();
         let journal = self.config.journal.clone();
         match journal.load_checkpoint(&mut self.conn).await? {
-            Some(checkpoint) if checkpoint.last > self.last => {
+            Some(checkpoint)
+                if self.era.as_ref() != Some(&checkpoint.era) || checkpoint.last > self.last =>
+            {
+                // Another history, or further along ours: that is the state.
                 self.engine = checkpoint.engine;
                 self.last = checkpoint.last;
                 self.checkpointed = checkpoint.last;
+                self.era = Some(checkpoint.era);
                 self.journal_id = Some(checkpoint.journal_id).filter(|id| !id.is_empty());
             }
             Some(_) => {}
@@ -263,14 +316,35 @@ impl Leader {
                 self.journal_id = None;
                 self.checkpoint().await?;
             }
-            None => {}
+            None if self.seen_state && self.empty_handed < EMPTY_HANDED_LIMIT => {
+                self.empty_handed += 1;
+                anyhow::bail!(
+                    "Redis lost the ingest state and this node does not hold it; leaving the lease to a node that does ({}/{EMPTY_HANDED_LIMIT})",
+                    self.empty_handed
+                );
+            }
+            None => {
+                if self.seen_state {
+                    tracing::error!(
+                        "Redis lost the ingest state and no node holds it: starting over from nothing; replay the plugin's state events"
+                    );
+                }
+                self.era = Some(format!("{:016x}", fastrand::u64(..)));
+                self.checkpoint().await?;
+            }
         }
+        self.empty_handed = 0;
+        self.seen_state = true;
+        let era = self.era.clone().unwrap_or_default();
         let mut replayed: HashSet<(String, String)> = HashSet::new();
         let batches = journal
             .after(&mut self.conn, self.journal_id.as_deref())
             .await?;
         let mut events = 0;
         for (journal_id, batch) in batches {
+            if batch.era != era {
+                continue;
+            }
             let mut publish = Vec::new();
             let mut dead = redis::pipe();
             for (k, entry) in batch.entries.iter().enumerate() {
@@ -408,6 +482,7 @@ impl Leader {
         }
         if !good.is_empty() {
             let batch = Batch {
+                era: self.era.clone().unwrap_or_default(),
                 first: self.last + 1,
                 entries: good.iter().map(|(entry, _)| entry.clone()).collect(),
             };
@@ -518,6 +593,7 @@ impl Leader {
     async fn checkpoint(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
         let checkpoint = Checkpoint {
+            era: self.era.clone().unwrap_or_default(),
             last: self.last,
             journal_id: self.journal_id.clone().unwrap_or_default(),
             engine: self.engine.clone(),
@@ -536,5 +612,28 @@ impl Leader {
             "ingest checkpoint stored"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_tags_follow_redis_cluster_rules() {
+        assert_eq!(hash_tag("{tc}:events:{3}"), Some("tc"));
+        assert_eq!(hash_tag("tc:events"), None);
+        assert_eq!(hash_tag("tc:{}x{y}"), None);
+        let cluster = RedisTarget::new("redis://127.0.0.1:7000", true);
+        let engine = EngineConfig::default();
+        assert!(LeaderConfig::new(cluster.clone(), StreamLayout::default(), engine.clone())
+            .validate()
+            .is_err());
+        let tagged = StreamLayout {
+            events: "{tc}:events".into(),
+            ticks: "{tc}:ticks".into(),
+            partitions: 4,
+        };
+        assert!(LeaderConfig::new(cluster, tagged, engine).validate().is_ok());
     }
 }

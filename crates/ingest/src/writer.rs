@@ -85,7 +85,7 @@ impl StreamWriter {
         let conn = target
             .connect(Duration::from_secs(10))
             .await
-            .with_context(|| format!("connecting to Redis at {}", target.urls.join(",")))?;
+            .with_context(|| format!("connecting to Redis at {}", target.redacted()))?;
         Ok(StreamWriter {
             conn,
             layout,

@@ -83,7 +83,8 @@ pub struct ServeArgs {
     /// Heartbeat interval; a connection silent for 3 intervals is closed (4008).
     #[arg(long, env = "TRADECAST_HEARTBEAT_MS", default_value_t = 30_000)]
     pub heartbeat_ms: u64,
-    /// Trade-event stream (with --redis); partitions are `<name>:{n}`.
+    /// Trade-event stream (with --redis); with --partitions N, the prefix of the N
+    /// partition streams (see docs/events.md).
     #[arg(long, env = "TRADECAST_EVENTS_STREAM", default_value = "tc:events")]
     pub events_stream: String,
     /// Tick stream (with --redis).
@@ -202,10 +203,14 @@ impl ServeArgs {
 /// Where `publish` and `simulate` write: the Redis server and the stream layout.
 #[derive(Debug, Args)]
 pub struct StreamArgs {
-    /// Redis URL, e.g. redis://127.0.0.1:6379/0.
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0 (with --redis-cluster: the seed
+    /// nodes, comma-separated).
     #[arg(long, env = "TRADECAST_REDIS")]
     pub redis: String,
-    /// Trade-event stream; with --partitions N, the prefix of `<name>:{0}` … `<name>:{N-1}`.
+    /// --redis is a Redis Cluster (the streams must then share a hash tag).
+    #[arg(long, env = "TRADECAST_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// Trade-event stream; with --partitions N, the prefix of the N partition streams.
     #[arg(long, env = "TRADECAST_EVENTS_STREAM", default_value = "tc:events")]
     pub events_stream: String,
     /// Tick stream.
@@ -220,6 +225,10 @@ pub struct StreamArgs {
 }
 
 impl StreamArgs {
+    pub fn target(&self) -> RedisTarget {
+        RedisTarget::new(&self.redis, self.redis_cluster)
+    }
+
     pub fn layout(&self) -> StreamLayout {
         StreamLayout {
             events: self.events_stream.clone(),
@@ -259,7 +268,7 @@ pub struct SimulateArgs {
     /// Levels of the IB tree above the deepest client, 1 to 5.
     #[arg(long, env = "TRADECAST_IB_DEPTH", default_value_t = 5)]
     pub ib_depth: usize,
-    /// Trade-server id written into every event's `src` (run two simulators with two).
+    /// Trade-server id written into every event's `src`.
     #[arg(long, env = "TRADECAST_SRC", default_value = "sim-01")]
     pub src: String,
 }

@@ -33,8 +33,8 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         }
         _ => ("stdin".to_owned(), Box::new(std::io::stdin())),
     };
-    let mut writer = StreamWriter::connect(
-        &args.streams.redis,
+    let mut writer = StreamWriter::connect_to(
+        &args.streams.target(),
         args.streams.layout(),
         args.streams.maxlen,
     )

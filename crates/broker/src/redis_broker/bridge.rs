@@ -47,7 +47,20 @@ pub(crate) async fn run(
         if shared.strong_count() == 0 {
             return;
         }
-        match session(&client, &shared, &mut commands, &mut wanted, &mut waiting).await {
+        let mut connected = false;
+        let outcome = session(
+            &client,
+            &shared,
+            &mut commands,
+            &mut wanted,
+            &mut waiting,
+            &mut connected,
+        )
+        .await;
+        if connected {
+            backoff = Duration::from_millis(100);
+        }
+        match outcome {
             Ok(()) => return,
             Err(error) => {
                 if let Some(shared) = shared.upgrade()
@@ -87,6 +100,7 @@ async fn session(
     commands: &mut mpsc::UnboundedReceiver<BridgeCmd>,
     wanted: &mut HashSet<String>,
     waiting: &mut Vec<oneshot::Sender<()>>,
+    connected: &mut bool,
 ) -> redis::RedisResult<()> {
     let pubsub = client.get_async_pubsub().await?;
     let (mut sink, mut stream) = pubsub.split();
@@ -98,6 +112,7 @@ async fn session(
         return Ok(());
     };
     strong.listening.store(true, Ordering::Relaxed);
+    *connected = true;
     tracing::info!(topics = wanted.len(), "Redis pub/sub connected");
     for ack in waiting.drain(..) {
         let _ = ack.send(());

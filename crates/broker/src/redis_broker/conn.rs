@@ -36,6 +36,15 @@ impl RedisTarget {
         }
     }
 
+    /// The URLs with any password replaced by `***`, for messages and logs.
+    pub fn redacted(&self) -> String {
+        self.urls
+            .iter()
+            .map(|url| redact(url))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The first URL (a single server's).
     pub fn url(&self) -> &str {
         self.urls
@@ -63,6 +72,20 @@ impl RedisTarget {
                 ConnectionManager::new_with_config(client, config).await?,
             ))
         }
+    }
+}
+
+/// `redis://user:secret@host/` → `redis://user:***@host/`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -104,5 +127,17 @@ impl ConnectionLike for RedisConn {
             RedisConn::Single(c) => c.get_db(),
             RedisConn::Cluster(c) => c.get_db(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        let target = RedisTarget::new("redis://app:s3cret@10.0.0.1:6379/0, redis://h2:6379", true);
+        assert_eq!(target.urls.len(), 2);
+        assert_eq!(target.redacted(), "redis://app:***@10.0.0.1:6379/0,redis://h2:6379");
     }
 }

@@ -30,6 +30,9 @@ use crate::{BrokerError, Position, conflation_key, count_out};
 /// find it warm), then retires and stops listening to the topic.
 const LINGER: Duration = Duration::from_secs(30);
 
+/// How soon a repair that could not read the log is tried again.
+const REPAIR_RETRY: Duration = Duration::from_millis(500);
+
 /// How long a join waits for the pub/sub connection to confirm the topic.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -156,6 +159,11 @@ impl Hub {
         // Listen first, read second: a message published after the read is then
         // certain to arrive as a frame.
         if !self.listening {
+            if !self.shared.listening.load(std::sync::atomic::Ordering::Relaxed) {
+                // Redis is away: say so now rather than after LISTEN_TIMEOUT.
+                let _ = done.send(Err(BrokerError("Redis pub/sub is not connected".into())));
+                return;
+            }
             let (ack, acked) = oneshot::channel();
             let _ = self.shared.bridge.send(BridgeCmd::Listen {
                 topic: self.keys.topic.clone(),
@@ -279,8 +287,18 @@ impl Hub {
         let read = match self.read(Some(&since)).await {
             Ok(read) => read,
             Err(error) => {
-                // Redis is away; the bridge sends Resync once it is back.
-                tracing::warn!(channel = %self.name, %error, "cannot repair a gap yet");
+                // The command connection may lag the pub/sub one after a
+                // reconnect: try again shortly (the bridge also sends Resync
+                // after every reconnect).
+                tracing::warn!(channel = %self.name, %error, "cannot repair a gap yet; retrying");
+                let shared = self.shared.clone();
+                let name = self.name.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(REPAIR_RETRY).await;
+                    if let Some(inbox) = shared.hubs.lock().get(&name) {
+                        let _ = inbox.send(HubCmd::Resync);
+                    }
+                });
                 return;
             }
         };

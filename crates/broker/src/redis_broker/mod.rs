@@ -111,7 +111,7 @@ impl RedisBroker {
         let conn = target.connect(Duration::from_secs(5)).await.map_err(|e| {
             BrokerError(format!(
                 "cannot reach Redis at {}: {e}",
-                target.urls.join(",")
+                target.redacted()
             ))
         })?;
         let (bridge_tx, bridge_rx) = mpsc::unbounded_channel();
@@ -136,7 +136,7 @@ impl RedisBroker {
             tokio::spawn(sharded::run(target.urls.clone(), weak, bridge_rx));
         } else {
             let client = redis::Client::open(target.url())
-                .map_err(|e| BrokerError(format!("invalid Redis URL {}: {e}", target.url())))?;
+                .map_err(|e| BrokerError(format!("invalid Redis URL {}: {e}", target.redacted())))?;
             tokio::spawn(bridge::run(client, weak, bridge_rx));
         }
         Ok(RedisBroker { shared })
