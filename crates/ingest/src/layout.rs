@@ -2,9 +2,10 @@
 //!
 //! With `partitions = 0` every trade event goes to the one stream `events`
 //! (`tc:events` by default). With `partitions = N` an account-scoped event goes to
-//! `{events}:{login mod N}` (e.g. `tc:events:{3}`: the braces are a Redis Cluster hash
-//! tag, so each partition may live on its own shard), and an event that is about no
-//! account (`symbol`) to partition 0. Ticks always go to the tick stream.
+//! `{events}:{login mod N}` (e.g. `tc:events:{3}`), so one account's events stay in
+//! one stream and in order, and an event that is about no account (`symbol`) to
+//! partition 0. Ticks always go to the tick stream. The leader reads them all in one
+//! command, so on Redis Cluster the names must share a hash tag (`{tc}:events`).
 
 use tradecast_protocol::ingest::EventBody;
 
