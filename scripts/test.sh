@@ -25,6 +25,9 @@ need cargo || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 # Integration tests run their own redis-server processes (crates/testkit).
 { need redis-server && need redis-cli; } || apt_install redis-server
+# crates/tradecast/tests/nginx.rs runs the real nginx with deploy/nginx.conf.template
+# (Debian installs it in /usr/sbin, which a non-root PATH may lack).
+{ need nginx || [ -x /usr/sbin/nginx ]; } || apt_install nginx
 
 echo "== format"
 cargo fmt --all -- --check

@@ -202,7 +202,7 @@ async fn killing_the_reading_node_mid_burst_loses_and_repeats_nothing() {
         .collect();
     assert_eq!(deals, all.iter().map(|p| 10_000 + p).collect::<Vec<_>>());
     // Nothing more arrives after the last one: no late duplicate.
-    assert_usable(&mut trader, 1).await;
+    assert_no_more_durable(&mut trader, 1).await;
     assert_eq!(
         metric(&nodes[watcher], "tradecast_ingest_leader").await,
         1.0

@@ -241,5 +241,5 @@ async fn resume_on_another_node(store: Store) {
         ]
     );
     // Nothing more, no snapshot: the next message is the answer to a ping.
-    assert_usable(&mut again, 9).await;
+    assert_no_more_durable(&mut again, 9).await;
 }

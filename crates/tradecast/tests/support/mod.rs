@@ -1,6 +1,7 @@
 //! Test support: run the real `tradecast` binary on loopback and talk to it.
 #![allow(dead_code)]
 
+pub mod nginx;
 pub mod redis;
 
 use std::io::{BufRead, BufReader};
@@ -84,6 +85,18 @@ impl Server {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Freeze the process (SIGSTOP): it holds its sockets but does nothing.
+    pub fn pause(&self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    /// Thaw a paused process (SIGCONT).
+    pub fn resume(&self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
     }
 
     /// Send SIGTERM (graceful drain).

@@ -220,3 +220,20 @@ pub fn assert_contiguous(messages: &[Value]) {
         );
     }
 }
+
+/// Nothing durable is left in flight: ping, and fail on any durable message,
+/// snapshot or `subscribed` before the `pong` (live figures without `seq` may
+/// still arrive and are skipped).
+pub async fn assert_no_more_durable(client: &mut Client, id: u64) {
+    client.send(&json!({"type":"ping","id":id})).await.unwrap();
+    loop {
+        let m = client.recv_within(WAIT).await.unwrap().expect("open");
+        if m["type"] == "pong" {
+            assert_eq!(m["id"], id, "{m}");
+            return;
+        }
+        let kind = m["type"].as_str().unwrap_or_default();
+        let state = m.get("seq").is_some() || kind.ends_with("_full") || kind == "subscribed";
+        assert!(!state, "unexpected message {m}");
+    }
+}
