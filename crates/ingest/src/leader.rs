@@ -626,14 +626,20 @@ mod tests {
         assert_eq!(hash_tag("tc:{}x{y}"), None);
         let cluster = RedisTarget::new("redis://127.0.0.1:7000", true);
         let engine = EngineConfig::default();
-        assert!(LeaderConfig::new(cluster.clone(), StreamLayout::default(), engine.clone())
-            .validate()
-            .is_err());
+        assert!(
+            LeaderConfig::new(cluster.clone(), StreamLayout::default(), engine.clone())
+                .validate()
+                .is_err()
+        );
         let tagged = StreamLayout {
             events: "{tc}:events".into(),
             ticks: "{tc}:ticks".into(),
             partitions: 4,
         };
-        assert!(LeaderConfig::new(cluster, tagged, engine).validate().is_ok());
+        assert!(
+            LeaderConfig::new(cluster, tagged, engine)
+                .validate()
+                .is_ok()
+        );
     }
 }

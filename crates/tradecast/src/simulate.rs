@@ -77,7 +77,8 @@ pub async fn run(
     });
     let layout = args.streams.layout();
     let mut writer =
-        StreamWriter::connect_to(&args.streams.target(), layout.clone(), args.streams.maxlen).await?;
+        StreamWriter::connect_to(&args.streams.target(), layout.clone(), args.streams.maxlen)
+            .await?;
 
     let who = simulator.identities();
     println!(

@@ -138,6 +138,9 @@ mod tests {
     fn passwords_never_reach_messages() {
         let target = RedisTarget::new("redis://app:s3cret@10.0.0.1:6379/0, redis://h2:6379", true);
         assert_eq!(target.urls.len(), 2);
-        assert_eq!(target.redacted(), "redis://app:***@10.0.0.1:6379/0,redis://h2:6379");
+        assert_eq!(
+            target.redacted(),
+            "redis://app:***@10.0.0.1:6379/0,redis://h2:6379"
+        );
     }
 }

@@ -159,7 +159,11 @@ impl Hub {
         // Listen first, read second: a message published after the read is then
         // certain to arrive as a frame.
         if !self.listening {
-            if !self.shared.listening.load(std::sync::atomic::Ordering::Relaxed) {
+            if !self
+                .shared
+                .listening
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
                 // Redis is away: say so now rather than after LISTEN_TIMEOUT.
                 let _ = done.send(Err(BrokerError("Redis pub/sub is not connected".into())));
                 return;

@@ -109,10 +109,7 @@ impl RedisBroker {
         retention: Retention,
     ) -> Result<RedisBroker, BrokerError> {
         let conn = target.connect(Duration::from_secs(5)).await.map_err(|e| {
-            BrokerError(format!(
-                "cannot reach Redis at {}: {e}",
-                target.redacted()
-            ))
+            BrokerError(format!("cannot reach Redis at {}: {e}", target.redacted()))
         })?;
         let (bridge_tx, bridge_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -135,8 +132,9 @@ impl RedisBroker {
         if target.cluster {
             tokio::spawn(sharded::run(target.urls.clone(), weak, bridge_rx));
         } else {
-            let client = redis::Client::open(target.url())
-                .map_err(|e| BrokerError(format!("invalid Redis URL {}: {e}", target.redacted())))?;
+            let client = redis::Client::open(target.url()).map_err(|e| {
+                BrokerError(format!("invalid Redis URL {}: {e}", target.redacted()))
+            })?;
             tokio::spawn(bridge::run(client, weak, bridge_rx));
         }
         Ok(RedisBroker { shared })
