@@ -28,6 +28,8 @@ rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup compon
 # crates/tradecast/tests/nginx.rs runs the real nginx with deploy/nginx.conf.template
 # (Debian installs it in /usr/sbin, which a non-root PATH may lack).
 { need nginx || [ -x /usr/sbin/nginx ]; } || apt_install nginx
+# clients/js (the TypeScript SDK) is built and tested with Node 20+ and npm.
+{ need node && need npm; } || apt_install nodejs npm
 
 echo "== format"
 cargo fmt --all -- --check
@@ -35,5 +37,9 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== tests"
 cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
+echo "== js sdk (clients/js, against target/debug/tradecast)"
+(cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test && npm run --silent size) 2>&1 | tee target/js-test-output.txt
 echo "== summary"
-awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test-output.txt
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     /^# pass / { p += $3 } /^# fail / { f += $3 } /^# skipped / { i += $3 }
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test-output.txt target/js-test-output.txt

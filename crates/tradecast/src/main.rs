@@ -39,7 +39,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Publish(args) => runtime.block_on(publish::run(args)),
-        Command::Simulate(args) => runtime.block_on(simulate::run(args, shutdown_signal())),
+        Command::Simulate(args) => {
+            runtime.block_on(async { simulate::run(args, shutdown_signal()).await })
+        }
     }
 }
 
@@ -84,6 +86,7 @@ async fn serve(args: ServeArgs, demo_mode: bool) -> anyhow::Result<()> {
         };
         demo::start(simulator, pipeline.clone()).await?;
     }
+    let shutdown = shutdown_signal();
     let public = gateway.public_addr();
     let admin = gateway.admin_addr();
     println!("listening public={public} admin={admin}");
@@ -109,15 +112,20 @@ async fn serve(args: ServeArgs, demo_mode: bool) -> anyhow::Result<()> {
         );
         println!("Metrics: http://{admin}/metrics   Stop: Ctrl-C (drains gracefully)");
     }
-    gateway.run(shutdown_signal()).await
+    gateway.run(shutdown).await
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Install the SIGTERM and SIGINT handlers now (so a signal that comes before the
+/// future is first polled still drains instead of killing the process); the
+/// future resolves on either.
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
