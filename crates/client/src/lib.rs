@@ -1,7 +1,32 @@
-//! A small tradecast WebSocket client: connect with a token, send requests, read
-//! JSON messages. It is the low-level layer the project's own tests and load
-//! generator use; it connects from a chosen local address so a load generator can
-//! spread connections over 127.0.0.x.
+//! tradecast WebSocket clients.
+//!
+//! - [`Client`]: one connection: connect with a token, send requests, read JSON
+//!   messages. It is the low-level layer the project's own tests and load generator
+//!   use; it connects from a chosen local address so a load generator can spread
+//!   connections over 127.0.0.x.
+//! - [`Session`]: the resilient client an application wants, with the semantics of the
+//!   TypeScript SDK (`clients/js`): one logical session over successive connections,
+//!   reconnecting with jittered backoff, pinging and detecting a dead link, resuming
+//!   every channel with `since`, dropping duplicates, healing `seq` gaps, and
+//!   reporting lost continuity (`recovered: false`) as [`Event::Reset`]. Its events
+//!   feed the local state [`models`] ([`Portfolio`], [`Orders`], [`Exposure`],
+//!   [`Prices`]).
+
+pub mod backoff;
+mod jwt;
+pub mod models;
+pub mod session;
+mod tracker;
+
+pub use backoff::Backoff;
+pub use models::{
+    Account, Exposure, ExposureRow, Model, Order, Orders, Portfolio, Position, Prices,
+};
+pub use session::{
+    ChannelInfo, ConnectionState, Event, GapInfo, ReconnectingInfo, ResetInfo, Session,
+    SessionError, SessionHandle, SessionOptions, Since, Stats, Status, SubscribeCause, Subscribed,
+    Target, Token, TokenReason, Welcome,
+};
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -27,6 +52,7 @@ pub struct Client {
     ws: WebSocketStream<TcpStream>,
     /// The close code, once the server has closed the connection.
     pub closed: Option<Closed>,
+    close_reason: Option<String>,
 }
 
 /// Where to connect and how.
@@ -80,8 +106,9 @@ impl Client {
                 http::HeaderValue::from_str(&format!("Bearer {}", options.token))?,
             )?
         } else {
+            let separator = if options.path.contains('?') { '&' } else { '?' };
             let uri = format!(
-                "ws://{}{}?token={}",
+                "ws://{}{}{separator}token={}",
                 options.server, options.path, options.token
             );
             ClientBuilder::new().uri(&uri)?
@@ -91,7 +118,11 @@ impl Client {
             .connect_on(stream)
             .await
             .context("WebSocket upgrade refused")?;
-        Ok(Client { ws, closed: None })
+        Ok(Client {
+            ws,
+            closed: None,
+            close_reason: None,
+        })
     }
 
     /// Send one JSON request.
@@ -136,8 +167,9 @@ impl Client {
                     if let Some(text) = message.as_text() {
                         return Ok(Some(text.to_owned()));
                     }
-                    if let Some((code, _reason)) = message.as_close() {
+                    if let Some((code, reason)) = message.as_close() {
                         self.closed = Some(Closed::Code(code.into()));
+                        self.close_reason = Some(reason.to_owned());
                     }
                 }
                 Some(Err(error)) => {
@@ -160,6 +192,11 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// The reason text of the server's close frame, once it has sent one.
+    pub fn close_reason(&self) -> Option<&str> {
+        self.close_reason.as_deref()
     }
 
     /// The next JSON message within `limit`.
