@@ -28,6 +28,8 @@ rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup compon
 # crates/tradecast/tests/nginx.rs runs the real nginx with deploy/nginx.conf.template
 # (Debian installs it in /usr/sbin, which a non-root PATH may lack).
 { need nginx || [ -x /usr/sbin/nginx ]; } || apt_install nginx
+# crates/producer's tests compile a C and a C++ program against the library.
+{ need cc && need c++; } || apt_install gcc g++
 # clients/js (the TypeScript SDK) is built and tested with Node 20+ and npm.
 { need node && need npm; } || apt_install nodejs npm
 
