@@ -30,6 +30,8 @@ rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup compon
 { need nginx || [ -x /usr/sbin/nginx ]; } || apt_install nginx
 # crates/producer's tests compile a C and a C++ program against the library.
 { need cc && need c++; } || apt_install gcc g++
+# web/ (the dashboard) is tested in Debian's Chromium, driven by playwright-core (no browser download).
+{ need chromium || [ -x /usr/bin/chromium ]; } || apt_install chromium
 # clients/js (the TypeScript SDK) is built and tested with Node 20+ and npm.
 { need node && need npm; } || apt_install nodejs npm
 
@@ -41,7 +43,9 @@ echo "== tests"
 cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
 echo "== js sdk (clients/js, against target/debug/tradecast)"
 (cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test && npm run --silent size) 2>&1 | tee target/js-test-output.txt
+echo "== dashboard (web/, in Chromium, against target/debug/tradecast)"
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent check && npm test) 2>&1 | tee target/web-test-output.txt
 echo "== summary"
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
      /^# pass / { p += $3 } /^# fail / { f += $3 } /^# skipped / { i += $3 }
-     END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test-output.txt target/js-test-output.txt
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test-output.txt target/js-test-output.txt target/web-test-output.txt
