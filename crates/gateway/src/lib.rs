@@ -145,6 +145,11 @@ impl Gateway {
         };
         let public_app = http::router(node.clone());
         let admin_app = admin::router(node.clone(), metrics);
+        // Small frames go out at once: without TCP_NODELAY, Nagle holds a frame
+        // until the client's delayed ACK (up to 40 ms after it last sent something).
+        let public = axum::serve::ListenerExt::tap_io(public, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let public_server = tokio::spawn(
             axum::serve(public, public_app)
                 .with_graceful_shutdown(stopped(stop_rx.clone()))
