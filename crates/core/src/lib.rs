@@ -21,6 +21,7 @@ pub mod dedup;
 pub mod effect;
 pub mod engine;
 pub mod exposure;
+mod hash;
 pub mod ib;
 pub mod market;
 pub mod money;

@@ -1,9 +1,13 @@
 //! Instruments and quotes: the symbol registry, last prices and currency conversion.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tradecast_protocol::ingest::{SymbolSpec, Tick};
+
+use crate::hash::{FxHashMap, FxHashSet};
 
 /// What the engine knows about an instrument.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +65,9 @@ impl Quote {
 /// Symbol registry plus last quotes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Market {
+    /// One shared copy of each symbol name positions use (see [`Market::intern`]).
+    #[serde(skip)]
+    names: Names,
     /// From `symbol` events.
     registered: BTreeMap<String, SymbolInfo>,
     /// Inferred from a first tick of a symbol without a `symbol` event.
@@ -71,8 +78,33 @@ pub struct Market {
     pairs: BTreeMap<String, String>,
 }
 
+/// Interned symbol names: derived, so not persisted and not part of equality.
+#[derive(Debug, Clone, Default)]
+struct Names(FxHashSet<Arc<str>>);
+
+impl PartialEq for Names {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 impl Market {
-    pub fn register(&mut self, spec: &SymbolSpec) {
+    /// The shared copy of the name `symbol`. Positions hold their symbol this way, so
+    /// that valuing thousands of them reads one hot copy of each name rather than a
+    /// separate allocation per position.
+    pub fn intern(&mut self, symbol: &str) -> Arc<str> {
+        if let Some(name) = self.names.0.get(symbol) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(symbol);
+        self.names.0.insert(name.clone());
+        name
+    }
+
+    /// Register (or re-register) a symbol. Returns whether anything a valuation reads
+    /// changed: the symbol's info or the currency pairs conversions look up. A resync
+    /// that repeats a known spec changes nothing.
+    pub fn register(&mut self, spec: &SymbolSpec) -> bool {
         let info = SymbolInfo {
             group: spec.group.clone(),
             digits: spec.digits.unwrap_or(5),
@@ -80,41 +112,53 @@ impl Market {
             base_ccy: spec.base_ccy.clone(),
             profit_ccy: Some(spec.profit_ccy.clone()),
         };
+        let mut changed = false;
         if let Some(base) = &info.base_ccy {
-            self.pairs
-                .entry(format!("{base}{}", spec.profit_ccy))
-                .or_insert_with(|| spec.symbol.clone());
+            let key = format!("{base}{}", spec.profit_ccy);
+            if let std::collections::btree_map::Entry::Vacant(vacant) = self.pairs.entry(key) {
+                vacant.insert(spec.symbol.clone());
+                changed = true;
+            }
         }
+        changed |= *self.info(&spec.symbol) != info;
         self.inferred.remove(&spec.symbol);
         self.registered.insert(spec.symbol.clone(), info);
+        changed
     }
 
     /// What is known about `symbol`, registered or inferred.
-    pub fn info(&self, symbol: &str) -> SymbolInfo {
-        self.registered
+    pub fn info(&self, symbol: &str) -> Cow<'_, SymbolInfo> {
+        match self
+            .registered
             .get(symbol)
             .or_else(|| self.inferred.get(symbol))
-            .cloned()
-            .unwrap_or_else(|| SymbolInfo::inferred(symbol, None))
+        {
+            Some(info) => Cow::Borrowed(info),
+            None => Cow::Owned(SymbolInfo::inferred(symbol, None)),
+        }
     }
 
     /// Store a tick's prices; returns the symbol's info (inferring it on first sight).
-    pub fn update(&mut self, tick: &Tick, ts: u64) -> SymbolInfo {
-        self.quotes.insert(
-            tick.symbol.clone(),
-            Quote {
-                bid: tick.bid,
-                ask: tick.ask,
-                ts,
-            },
-        );
-        if let Some(info) = self.registered.get(&tick.symbol) {
-            return info.clone();
+    pub fn update(&mut self, tick: &Tick, ts: u64) -> &SymbolInfo {
+        let quote = Quote {
+            bid: tick.bid,
+            ask: tick.ask,
+            ts,
+        };
+        match self.quotes.get_mut(&tick.symbol) {
+            Some(slot) => *slot = quote,
+            None => {
+                self.quotes.insert(tick.symbol.clone(), quote);
+            }
         }
-        self.inferred
-            .entry(tick.symbol.clone())
-            .or_insert_with(|| SymbolInfo::inferred(&tick.symbol, tick.digits))
-            .clone()
+        if self.registered.contains_key(&tick.symbol) {
+            return &self.registered[&tick.symbol];
+        }
+        if !self.inferred.contains_key(&tick.symbol) {
+            let info = SymbolInfo::inferred(&tick.symbol, tick.digits);
+            self.inferred.insert(tick.symbol.clone(), info);
+        }
+        &self.inferred[&tick.symbol]
     }
 
     pub fn quote(&self, symbol: &str) -> Option<&Quote> {
@@ -138,13 +182,102 @@ impl Market {
         })
     }
 
+    /// Call `source` with every symbol whose quote [`Market::rate`]`(from, to)` may
+    /// read, whether or not it has a quote yet (a first quote can change the path
+    /// taken). The list depends on the registered pairs, not on prices.
+    pub fn rate_sources(&self, from: &str, to: &str, mut source: impl FnMut(&str)) {
+        if from == to {
+            return;
+        }
+        let mut pair = |base: &str, quote: &str| self.pair_symbol(base, quote, &mut source);
+        pair(from, to);
+        pair(to, from);
+        if from != "USD" && to != "USD" {
+            pair(from, "USD");
+            pair("USD", from);
+            pair("USD", to);
+            pair(to, "USD");
+        }
+    }
+
     fn direct(&self, from: &str, to: &str) -> Option<f64> {
         let mid = |base: &str, quote: &str| {
-            let key = format!("{base}{quote}");
-            let symbol = self.pairs.get(&key).map(String::as_str).unwrap_or(&key);
-            self.quote(symbol).map(Quote::mid).filter(|m| *m > 0.0)
+            let mut found = None;
+            self.pair_symbol(base, quote, |symbol| {
+                found = self.quote(symbol).map(Quote::mid).filter(|m| *m > 0.0);
+            });
+            found
         };
         mid(from, to).or_else(|| mid(to, from).map(|m| 1.0 / m))
+    }
+
+    /// The symbol quoting `base` in `quote`: the registered one for that pair, else the
+    /// concatenation (`EURUSD`). Builds the key on the stack when it is short.
+    fn pair_symbol(&self, base: &str, quote: &str, with: impl FnOnce(&str)) {
+        let mut buf = [0u8; 32];
+        let len = base.len() + quote.len();
+        let owned;
+        let key = if len <= buf.len() {
+            buf[..base.len()].copy_from_slice(base.as_bytes());
+            buf[base.len()..len].copy_from_slice(quote.as_bytes());
+            std::str::from_utf8(&buf[..len]).expect("two str make a str")
+        } else {
+            owned = format!("{base}{quote}");
+            &owned
+        };
+        with(self.pairs.get(key).map_or(key, String::as_str));
+    }
+}
+
+/// Values positions against one state of the [`Market`], remembering what it looked
+/// up: a pass over many portfolios asks for the same few symbols and rates.
+pub struct Pricer<'a> {
+    market: &'a Market,
+    symbols: FxHashMap<&'a str, (&'a SymbolInfo, Option<Quote>)>,
+    rates: Vec<(String, String, Option<f64>)>,
+}
+
+impl<'a> Pricer<'a> {
+    pub fn new(market: &'a Market) -> Self {
+        Pricer {
+            market,
+            symbols: FxHashMap::default(),
+            rates: Vec::new(),
+        }
+    }
+
+    pub fn market(&self) -> &'a Market {
+        self.market
+    }
+
+    /// [`Market::info`] and [`Market::quote`] of `symbol`, or `None` for a symbol the
+    /// market has no info about (never registered nor quoted: see
+    /// [`SymbolInfo::inferred`]).
+    pub fn symbol(&mut self, symbol: &str) -> Option<(&'a SymbolInfo, Option<Quote>)> {
+        if let Some(&known) = self.symbols.get(symbol) {
+            return Some(known);
+        }
+        let market = self.market;
+        let (name, info) = market
+            .registered
+            .get_key_value(symbol)
+            .or_else(|| market.inferred.get_key_value(symbol))?;
+        let known = (info, market.quote(symbol).copied());
+        self.symbols.insert(name, known);
+        Some(known)
+    }
+
+    /// [`Market::rate`], computed once per (`from`, `to`).
+    pub fn rate(&mut self, from: &str, to: &str) -> Option<f64> {
+        if from == to {
+            return Some(1.0);
+        }
+        if let Some(&(_, _, rate)) = self.rates.iter().find(|(f, t, _)| f == from && t == to) {
+            return rate;
+        }
+        let rate = self.market.rate(from, to);
+        self.rates.push((from.to_owned(), to.to_owned(), rate));
+        rate
     }
 }
 
