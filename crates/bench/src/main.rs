@@ -6,7 +6,10 @@
 //! reads the node's memory and CPU from `/proc`.
 
 mod idle;
+mod ingest;
 mod procfs;
+mod scale;
+mod scale_worker;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -22,8 +25,15 @@ struct Cli {
 enum Command {
     /// Idle connections: resident memory per connection, then broadcast latency to all.
     Idle(idle::IdleArgs),
+    /// Ingest → WebSocket latency of trade events with 5-level IB chains, on Redis.
+    Ingest(ingest::IngestArgs),
+    /// Nodes on one Redis behind nginx: memory, fan-out latency, resume after kill -9.
+    Scale(scale::ScaleArgs),
     /// (internal) A worker process holding client connections for the coordinator.
     Worker(worker::WorkerArgs),
+    /// (internal) A worker process of the scale benchmark.
+    #[command(hide = true)]
+    ScaleWorker(scale_worker::ScaleWorkerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,6 +43,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Idle(args) => runtime.block_on(idle::run(args)),
+        Command::Ingest(args) => runtime.block_on(ingest::run(args)),
         Command::Worker(args) => runtime.block_on(worker::run(args)),
+        Command::Scale(args) => runtime.block_on(scale::run(args)),
+        Command::ScaleWorker(args) => runtime.block_on(scale_worker::run(args)),
     }
 }

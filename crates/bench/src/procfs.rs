@@ -25,3 +25,21 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok(ticks as f64 / hz)
 }
+
+/// CPU time the whole machine spent busy (all cores: user, nice, system, irq,
+/// softirq, steal), in seconds, from the first line of `/proc/stat`.
+pub fn machine_busy_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("malformed /proc/stat")?;
+    anyhow::ensure!(fields.len() >= 8, "short /proc/stat cpu line");
+    let ticks: u64 = [0, 1, 2, 5, 6, 7].iter().map(|&i| fields[i]).sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks as f64 / hz)
+}

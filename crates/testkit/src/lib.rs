@@ -19,7 +19,9 @@
 //! // Dropping `redis` kills the process and deletes its directory.
 //! ```
 //!
-//! [`RedisCluster`] does the same for a Redis Cluster of N masters.
+//! [`RedisCluster`] does the same for a Redis Cluster of N masters, and
+//! [`nginx::Nginx`] runs the real nginx with `deploy/nginx.conf.template` in front of
+//! nodes.
 //!
 //! Everything here is synchronous and uses only `std`, so it works from plain `#[test]`
 //! functions as well as from `#[tokio::test]` ones (the few blocking waits are short).
@@ -29,6 +31,8 @@
 //! The binaries are looked up on `PATH` as `redis-server` and `redis-cli` (Debian's
 //! `redis-server` package installs both in `/usr/bin`; `scripts/test.sh` installs it
 //! when missing).
+
+pub mod nginx;
 
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
