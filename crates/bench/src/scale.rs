@@ -1052,6 +1052,7 @@ async fn bench(args: &ScaleArgs, cluster: &mut Cluster) -> anyhow::Result<()> {
     let expected_durable = sum(&finals, "expected");
     let applied_durable = sum(&finals, "applied");
     let lost = sum(&finals, "lost");
+    let owed_down = sum(&finals, "owed_to_clients_still_down");
     let gap_messages = sum(&finals, "gap_messages");
     let dup_received = sum(&finals, "duplicates_received");
     let extra = sum(&finals, "unexpected_extra");
@@ -1273,7 +1274,7 @@ async fn bench(args: &ScaleArgs, cluster: &mut Cluster) -> anyhow::Result<()> {
         },
         "durable": {
             "expected_messages": expected_durable, "applied_one_by_one": applied_durable,
-            "lost": lost, "gap_messages": gap_messages, "duplicates_received_and_dropped": dup_received,
+            "lost": lost, "owed_to_clients_still_down": owed_down, "gap_messages": gap_messages, "duplicates_received_and_dropped": dup_received,
             "unexpected_extra": extra, "server_initiated_resyncs": server_resyncs,
             "problems": problems,
         },
@@ -1396,7 +1397,7 @@ async fn bench(args: &ScaleArgs, cluster: &mut Cluster) -> anyhow::Result<()> {
         fmt_map(&all_failures)
     ));
     table.push(format!(
-        "| durable messages expected / applied one by one; **lost**, **duplicated** | {expected_durable} / {applied_durable}; **{lost}**, **0** applied twice ({dup_received} re-sent copies dropped by seq) |"
+        "| durable messages expected / applied one by one; **lost** (gaps, or missing on a live connection), **duplicated**; owed to clients that never got back | {expected_durable} / {applied_durable}; **{lost}**, **0** applied twice ({dup_received} re-sent copies dropped by seq); {owed_down} |"
     ));
     table.push(format!(
         "| after recovery: connections per node; one more tick reached | {} ; {post_copies} of {opened} in {} ms |",
@@ -1421,7 +1422,10 @@ async fn bench(args: &ScaleArgs, cluster: &mut Cluster) -> anyhow::Result<()> {
         "Every price copy arrived (or was replaced by a newer price, as designed); every dropped client resumed; no durable message was lost or applied twice; after the recovery one more tick reached every connection.".to_owned()
     } else {
         format!(
-            "**NOT CLEAN**: {copies_lost} fan-out copies lost, {} clients not resumed, {lost} durable messages lost, {extra} unexpected, {} connections missed the tick after the recovery; problems: {problems:?}",
+            "**NOT CLEAN**: {copies_lost} fan-out copies lost, {} clients not resumed \
+             ({owed_down} durable messages owed to them), {lost} durable messages lost on live \
+             connections, {extra} unexpected, {} connections missed the tick after the \
+             recovery; problems: {problems:?}",
             affected.saturating_sub(resumed),
             opened.saturating_sub(post_copies)
         )
@@ -1474,8 +1478,8 @@ async fn bench(args: &ScaleArgs, cluster: &mut Cluster) -> anyhow::Result<()> {
         cap_ms = args.backoff_cap_ms,
         base_ms = args.backoff_base_ms,
         health = if nginx_server_line.contains("max_fails=0") {
-            " (`max_fails=0`: nginx never takes a node out of its ring; the deployed \
-             template's `max_fails=1 fail_timeout=10s` does, see bench/README.md)"
+            " (`max_fails=0`: nginx never takes a node out of its ring; as the deployed \
+             template; with `max_fails=1 fail_timeout=10s` it does, see bench/README.md)"
         } else {
             " (a node with a failed handshake leaves the ring for `fail_timeout`; nginx \
              counts a proxied WebSocket as a success only when it closes, so until then it \

@@ -436,6 +436,8 @@ async fn final_report(shared: &Shared, cmd: &Value, first_login: u64) -> Value {
     }
     let s = lock(shared);
     let (mut expected_total, mut applied, mut behind, mut gaps, mut dups) = (0u64, 0, 0, 0, 0);
+    // Of `behind`: owed to connections that are down (never got back).
+    let mut behind_down = 0u64;
     let (mut resyncs, mut ahead, mut up) = (0u64, 0u64, 0u64);
     let mut examples = Vec::new();
     for (i, c) in s.conns.iter().enumerate() {
@@ -448,6 +450,9 @@ async fn final_report(shared: &Shared, cmd: &Value, first_login: u64) -> Value {
         up += u64::from(c.up);
         if c.last < e {
             behind += e - c.last;
+            if !c.up {
+                behind_down += e - c.last;
+            }
             if examples.len() < 10 {
                 examples.push(format!(
                     "login {}: last seq {} of {e} (up {}, dropped {:?})",
@@ -462,7 +467,8 @@ async fn final_report(shared: &Shared, cmd: &Value, first_login: u64) -> Value {
         }
     }
     json!({"ev":"final","connections":s.conns.len(),"up":up,"expected":expected_total,
-        "applied":applied,"lost":behind + gaps,"missing_at_end":behind,"gap_messages":gaps,
+        "applied":applied,"lost":behind - behind_down + gaps,"missing_at_end":behind,
+        "owed_to_clients_still_down":behind_down,"gap_messages":gaps,
         "duplicates_received":dups,"unexpected_extra":ahead,"server_resyncs":resyncs,
         "examples":examples,"problems":s.problems})
 }
