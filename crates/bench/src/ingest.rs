@@ -32,8 +32,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 use tradecast_client::{Client, Connect};
@@ -43,6 +42,7 @@ use tradecast_ingest::writer::StreamWriter;
 use tradecast_protocol::{Principal, Role};
 use tradecast_testkit::RedisServer;
 
+use crate::common::{histogram, http_get, redis_pid, source_version};
 use crate::procfs;
 
 #[derive(Debug, Args)]
@@ -142,10 +142,6 @@ struct Pending {
     owner: u64,
     /// Written after the warm-up: its latency counts.
     timed: bool,
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
 /// What every reader reports into: expected messages and the latencies measured.
@@ -468,31 +464,6 @@ async fn wait_until(what: &str, check: impl AsyncFn() -> bool) -> anyhow::Result
     Ok(())
 }
 
-/// A minimal HTTP/1.1 GET; (status, body).
-async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        anyhow::Ok(String::from_utf8_lossy(&response).into_owned())
-    };
-    let text = tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .with_context(|| format!("GET {path} timed out"))??;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
 /// A connected user, set up and ready to be read.
 struct Connected {
     client: Client,
@@ -622,47 +593,6 @@ async fn read(
             t.arrived(key, conn.owner, at);
         }
     }
-}
-
-/// The commit of the working tree the bench runs in, and whether it has uncommitted
-/// changes (`"52191bd + uncommitted changes"`), or `"unknown"` outside a git checkout.
-fn source_version() -> String {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .stderr(Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(commit) if git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty()) => {
-            format!("{commit} + uncommitted changes")
-        }
-        Some(commit) => commit,
-        None => "unknown".to_owned(),
-    }
-}
-
-/// The pid of the `redis-server` listening on `port` (it names itself
-/// `redis-server 127.0.0.1:PORT` in its command line), for its CPU time.
-fn redis_pid(port: u16) -> Option<u32> {
-    let suffix = format!(":{port}");
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            let first = cmdline.split(['\0', ' ']).find(|s| !s.is_empty())?;
-            let named = first.ends_with("redis-server");
-            let on_port = cmdline
-                .split(['\0', ' '])
-                .any(|s| s.ends_with(&suffix) && s.starts_with("127.0.0.1"));
-            (named && on_port).then_some(pid)
-        })
 }
 
 /// Percentiles of one histogram, in µs.

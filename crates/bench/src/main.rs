@@ -5,6 +5,7 @@
 //! addresses 127.0.0.x, injects events through the node's real ingest path and
 //! reads the node's memory and CPU from `/proc`.
 
+mod common;
 mod idle;
 mod ingest;
 mod procfs;

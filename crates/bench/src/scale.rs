@@ -38,8 +38,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use tradecast_ingest::StreamLayout;
@@ -47,6 +46,7 @@ use tradecast_ingest::writer::StreamWriter;
 use tradecast_testkit::RedisServer;
 use tradecast_testkit::nginx::Nginx;
 
+use crate::common::{histogram, http_get, redis_pid, source_version};
 use crate::procfs;
 use crate::scale_worker::now_us;
 
@@ -106,10 +106,6 @@ const SETUP_WAIT: Duration = Duration::from_secs(60);
 /// Bound on one request/answer round with the workers.
 const ASK_WAIT: Duration = Duration::from_secs(90);
 const BALANCE: f64 = 10_000.0;
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
-}
 
 fn decode(hex: &str) -> anyhow::Result<Histogram<u64>> {
     let bytes = (0..hex.len() / 2)
@@ -273,31 +269,6 @@ fn die_with_parent(command: &mut Command) {
     }
 }
 
-/// A minimal HTTP/1.1 GET; (status, body).
-async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        anyhow::Ok(String::from_utf8_lossy(&response).into_owned())
-    };
-    let text = tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .with_context(|| format!("GET {path} timed out"))??;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
 /// The worker processes and their JSON-line conversation.
 struct Fleet {
     children: Vec<Child>,
@@ -432,47 +403,8 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// The pid of the `redis-server` listening on 127.0.0.1:`port`.
-fn redis_pid(port: u16) -> Option<u32> {
-    let suffix = format!("127.0.0.1:{port}");
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            (cmdline.starts_with("redis-server") || cmdline.contains("/redis-server"))
-                .then_some(())?;
-            cmdline
-                .split(['\0', ' '])
-                .any(|s| s == suffix)
-                .then_some(pid)
-        })
-}
-
 fn mib(kib: u64) -> f64 {
     (kib as f64 / 102.4).round() / 10.0
-}
-
-/// The commit of the working tree, with a note when it has uncommitted changes.
-fn source_version() -> String {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .stderr(Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(commit) if git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty()) => {
-            format!("{commit} + uncommitted changes")
-        }
-        Some(commit) => commit,
-        None => "unknown".to_owned(),
-    }
 }
 
 /// Everything the run leaves behind (children are killed when this is dropped).

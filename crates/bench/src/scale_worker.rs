@@ -30,6 +30,7 @@
 //! (the reconnect's default subscription is superseded by the replay); then it drops
 //! duplicates (`seq <= last`) and counts any gap (`seq > last + 1`).
 
+use crate::common::histogram;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -269,10 +270,6 @@ fn status(shared: &Shared) -> Value {
         .count();
     json!({"ev":"status","connected":connected,"whole":whole,"at_least":at_least,
            "unavailable":s.unavailable})
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
 /// An HdrHistogram in its V2 encoding, as hex.
