@@ -148,6 +148,8 @@ impl RedisBroker {
         let mut pipes = Pipes::new(shared.conn.is_cluster());
         let max_messages = shared.retention.max_messages.max(1).to_string();
         let max_age_ms = shared.retention.max_age.as_millis().max(1).to_string();
+        // Used only by a channel whose log does not exist yet; one per batch will do.
+        let new_epoch = Shared::new_epoch();
         let mut live = shared.live_snapshots.lock();
         for item in batch {
             match item {
@@ -174,7 +176,7 @@ impl RedisBroker {
                         .arg(snapshot.as_deref().unwrap_or_default())
                         .arg(if snapshot.is_some() { "1" } else { "0" })
                         .arg(origin.map(|o| o.to_string()).unwrap_or_default())
-                        .arg(Shared::new_epoch())
+                        .arg(&new_epoch)
                         .arg(&max_messages)
                         .arg(&max_age_ms)
                         .arg(shared.publish_command)
