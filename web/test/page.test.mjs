@@ -124,6 +124,10 @@ async function clickIdentity(page, role) {
   const button = page.locator(`#identities button[data-role="${role}"]`);
   await button.waitFor({ timeout: 10000 });
   await button.click();
+  // The click resets `body[data-role]` at once and the new session's `welcome` sets it
+  // again; the indicator only repaints on the next animation frame, so waiting for it
+  // alone could see the previous session's "connected".
+  await page.waitForSelector(`body[data-role="${role}"]`, { timeout: 10000 });
   await page.waitForSelector('#status[data-state="connected"]', { timeout: 10000 });
 }
 
