@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum_tws::{Limits, WebSocketUpgrade};
 
 use crate::auth::{AuthError, Identity};
+use crate::credentials;
 use crate::node::Node;
 use crate::session;
 
@@ -94,49 +95,6 @@ fn authenticate(
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Identity, AuthError> {
-    let from_query = query.and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("token="))
-            .map(percent_decode)
-    });
-    let from_header = || {
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(|t| t.trim().to_owned())
-    };
-    let token = from_query
-        .or_else(from_header)
-        .filter(|t| !t.is_empty())
-        .ok_or(AuthError::Missing)?;
+    let token = credentials::bearer_token(query, headers).ok_or(AuthError::Missing)?;
     node.auth.verify(&token)
-}
-
-/// JWTs are URL-safe, but a client may still percent-encode the query value.
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -12,6 +12,7 @@
 //! domain engine on the streams (`tradecast_ingest::leader`) instead of the pipeline.
 //!
 //! - [`auth`]: JWT verification before the upgrade.
+//! - [`credentials`]: where a request carries its token.
 //! - [`http`]: the public listener (upgrade on `/ws` and `/`, the page).
 //! - [`session`]: one connection's task: requests, writes, heartbeat, drain.
 //! - [`pipeline`]: applies ingest events in order and publishes their effects.
@@ -21,6 +22,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod http;
 pub mod node;
