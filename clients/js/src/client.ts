@@ -9,7 +9,7 @@
 // follows and a 'reset' event says so.
 
 import { Emitter } from './emitter.js';
-import { jwtExpired } from './jwt.js';
+import { jwtExpired, jwtExpiry } from './jwt.js';
 import type {
   ChannelMessage,
   ChannelMessageMap,
@@ -35,11 +35,13 @@ export interface WebSocketLike {
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
 /** Why the SDK asks for a token. */
-export type TokenReason = 'initial' | 'expired' | 'rejected';
+export type TokenReason = 'initial' | 'expiring' | 'expired' | 'rejected';
 
 /**
- * Returns a token (a JWT). Called before the first connection, and again when the
- * current token expired (close 4001, or its `exp` passed) or was refused at the upgrade.
+ * Returns a token (a JWT). Called before the first connection; with `expiring` shortly
+ * before the current token's `exp` (the new one is handed to the node in-band, the
+ * connection stays up); and again when the token expired (close 4001, or its `exp`
+ * passed) or was refused at the upgrade.
  */
 export type TokenProvider = (reason: TokenReason) => string | Promise<string>;
 
@@ -74,6 +76,14 @@ export interface ClientOptions {
   channels?: string[];
   /** Random source in [0, 1) for the jitter (tests). Default Math.random. */
   random?: () => number;
+  /**
+   * With a token provider: ask it for a new token this long before the current one's
+   * `exp` and send it to the node in-band (`auth`), so the connection is never closed
+   * with 4001. A token that lives less than twice this is refreshed halfway. Default
+   * 60000; 0 disables (the node then closes with 4001 at `exp` and the SDK reconnects
+   * with a new token).
+   */
+  refreshBeforeMs?: number;
 }
 
 /**
@@ -257,6 +267,7 @@ export class TradecastClient extends Emitter<ClientEvents> {
   private stableTimer: ReturnType<typeof setTimeout> | null = null;
   private drainTimer: ReturnType<typeof setTimeout> | null = null;
   private heartbeatTimer: ReturnType<typeof setInterval> | null = null;
+  private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly retryTimers = new Set<ReturnType<typeof setTimeout>>();
   private readonly requests = new Map<string, Waiter<unknown> & { sentAt: number; channel?: string }>();
   private openWaiters: Waiter<WelcomeMessage>[] = [];
@@ -273,6 +284,7 @@ export class TradecastClient extends Emitter<ClientEvents> {
       stableAfterMs: options.stableAfterMs ?? 10000,
       connectTimeoutMs: options.connectTimeoutMs ?? 10000,
       random: options.random ?? Math.random,
+      refreshBeforeMs: options.refreshBeforeMs ?? 60000,
     };
     this.WS =
       options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
@@ -487,11 +499,11 @@ export class TradecastClient extends Emitter<ClientEvents> {
   }
 
   private clearConnectionTimers(): void {
-    for (const t of [this.connectTimer, this.stableTimer, this.drainTimer]) if (t) clearTimeout(t);
+    for (const t of [this.connectTimer, this.stableTimer, this.drainTimer, this.refreshTimer]) if (t) clearTimeout(t);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     for (const t of this.retryTimers) clearTimeout(t);
     this.retryTimers.clear();
-    this.connectTimer = this.stableTimer = this.drainTimer = this.heartbeatTimer = null;
+    this.connectTimer = this.stableTimer = this.drainTimer = this.heartbeatTimer = this.refreshTimer = null;
   }
 
   /** The connection ended (close event, dead link, timeout). Decide what comes next. */
@@ -594,6 +606,54 @@ export class TradecastClient extends Emitter<ClientEvents> {
     return 'c' + ++this.reqSeq;
   }
 
+  // ---------------------------------------------------------------- token refresh
+
+  /** Plan the in-band refresh of the current token (only with a token provider). */
+  private scheduleRefresh(): void {
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    const before = this.opts.refreshBeforeMs;
+    const exp = this.token === null ? null : jwtExpiry(this.token);
+    if (typeof this.opts.token === 'string' || !(before > 0) || exp === null) return;
+    const left = exp * 1000 - Date.now();
+    if (left <= 0) return; // the node closes with 4001; lost() renews the token
+    const delay = left > 2 * before ? left - before : left / 2;
+    const gen = this.gen;
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = null;
+      if (gen === this.gen) void this.refresh(gen);
+    }, delay);
+  }
+
+  /** Fetch a new token and hand it to the node; on failure the 4001 path takes over. */
+  private async refresh(gen: number): Promise<void> {
+    const source = this.opts.token;
+    if (typeof source === 'string') return;
+    let token: string;
+    try {
+      token = await source('expiring');
+    } catch (error) {
+      this.emit('error', new TradecastError('token', 'token provider failed: ' + String(error)));
+      return;
+    }
+    if (gen !== this.gen || !this.connected()) return;
+    // Nothing newer to hand over: the node closes with 4001 at `exp`, and lost() asks again.
+    if ((jwtExpiry(token) ?? 0) <= (this.token === null ? 0 : (jwtExpiry(this.token) ?? 0))) return;
+    const id = this.nextId();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.requests.set(id, { resolve: () => resolve(), reject, sentAt: Date.now() });
+        this.send({ type: 'auth', token, id });
+      });
+    } catch (error) {
+      if (gen === this.gen && error instanceof TradecastError) this.emit('error', error);
+      return;
+    }
+    if (gen !== this.gen) return;
+    this.token = token;
+    this.scheduleRefresh();
+  }
+
   // ---------------------------------------------------------------- heartbeat
 
   private startHeartbeat(serverMs: number): void {
@@ -644,6 +704,7 @@ export class TradecastClient extends Emitter<ClientEvents> {
         return this.onSubscribed(m as unknown as SubscribedMessage);
       case 'unsubscribed':
       case 'pong':
+      case 'authenticated':
         return this.settleRequest(m.id, null);
       case 'error':
         return this.onError(m as unknown as ErrorMessage);
@@ -681,6 +742,7 @@ export class TradecastClient extends Emitter<ClientEvents> {
     }
     this.setState('open');
     this.startHeartbeat(Number(m.heartbeat_ms) || 0);
+    this.scheduleRefresh();
     const gen = this.gen;
     this.stableTimer = setTimeout(() => {
       if (gen === this.gen) this.attempt = 0;

@@ -133,6 +133,29 @@ test('a token function whose tokens are refused (401) is asked again with backof
   assert.deepEqual(reconnecting.map((r) => r.attempt), [1, 2], 'each refusal counts as a failed attempt (backoff)');
 });
 
+test('in-band refresh: before `exp` the provider is asked ("expiring") and the node takes the new token; no reconnect', async () => {
+  // Valid for ~2 s; with the default refreshBeforeMs (60 s) a short token is refreshed halfway.
+  const tokens = [token(42, 'client', 2), token(42, 'client', 3600)];
+  const reasons = [];
+  const c = client({
+    token: (reason) => {
+      reasons.push(reason);
+      return tokens[reasons.length - 1];
+    },
+  });
+  const events = [];
+  c.on('reconnecting', (r) => events.push(['reconnecting', r.code]));
+  c.on('error', (e) => events.push(['error', e.code]));
+  await c.connect();
+  await sleep(3500); // past the first token's exp
+  assert.deepEqual(reasons, ['initial', 'expiring']);
+  assert.deepEqual(events, [], 'no error, no reconnect');
+  assert.equal(c.state, 'open');
+  assert.equal(c.stats.connections, 1);
+  assert.ok((await c.ping()) >= 0, 'the connection still answers');
+  c.close();
+});
+
 test('close 4001 (token expired): the provider is asked again, the session resumes; never the same token', async () => {
   // Valid for ~1 s: the node closes the connection with 4001 when `exp` passes.
   const tokens = [token(42, 'client', 1), token(42, 'client', 3600)];
@@ -142,6 +165,7 @@ test('close 4001 (token expired): the provider is asked again, the session resum
       reasons.push(reason);
       return tokens[reasons.length - 1];
     },
+    refreshBeforeMs: 0, // no in-band refresh: this is about the 4001 path
   });
   const sockets = [];
   c.on('connecting', () => sockets.push(reasons.length));
@@ -170,6 +194,7 @@ test('close 4001 (token expired): the provider is asked again, the session resum
       asked++;
       return same;
     },
+    refreshBeforeMs: 0,
   });
   await stuck.connect();
   const end = await next(stuck, 'closed', 4000);

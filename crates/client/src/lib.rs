@@ -130,6 +130,15 @@ impl Client {
         self.send_text(request.to_string()).await
     }
 
+    /// Refresh the connection's token in-band, before it expires: the node answers
+    /// `{"type":"authenticated","exp":..,"id":id}` and the connection then lives until
+    /// the new `exp`, or with an `error` (`invalid_token`, `forbidden`: a token of
+    /// another user) and the old expiry stands. Read the reply with [`Client::recv`].
+    pub async fn refresh_token(&mut self, token: &str, id: impl Into<Value>) -> anyhow::Result<()> {
+        self.send(&serde_json::json!({"type": "auth", "token": token, "id": id.into()}))
+            .await
+    }
+
     /// Send a raw text frame (tests use it for malformed input).
     pub async fn send_text(&mut self, text: impl Into<String>) -> anyhow::Result<()> {
         self.ws

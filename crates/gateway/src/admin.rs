@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
-use tradecast_protocol::ingest;
 
+use crate::events_body::{self, BodyError, EventsBody};
 use crate::node::{Ingest, Node};
 
 #[derive(Clone)]
@@ -51,29 +51,20 @@ async fn render_metrics(State(admin): State<Admin>) -> String {
 /// (200) comes once their messages are published; with Redis they are appended to
 /// the ingest streams and the reply (200) gives their entry ids.
 async fn events(State(admin): State<Admin>, body: Bytes) -> Response {
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(value) => value,
-        Err(e) => return bad_request(json!([{ "index": 0, "reason": format!("not JSON: {e}") }])),
-    };
-    let items = match value {
-        Value::Array(items) => items,
-        single => vec![single],
-    };
-    let mut events = Vec::with_capacity(items.len());
-    let mut errors = Vec::new();
-    let raw = items.clone();
-    for (index, item) in items.into_iter().enumerate() {
-        match ingest::parse_value(item) {
-            Ok(event) => events.push(event),
-            Err(error) => {
-                metrics::counter!("tradecast_ingest_dead_letters_total").increment(1);
-                errors.push(json!({ "index": index, "reason": error.to_string() }));
-            }
+    let EventsBody { events, raw } = match events_body::parse(&body) {
+        Ok(parsed) => parsed,
+        Err(BodyError::NotJson(e)) => {
+            return bad_request(json!([{ "index": 0, "reason": format!("not JSON: {e}") }]));
         }
-    }
-    if !errors.is_empty() {
-        return bad_request(Value::Array(errors));
-    }
+        Err(BodyError::Invalid(errors)) => {
+            metrics::counter!("tradecast_ingest_dead_letters_total").increment(errors.len() as u64);
+            let errors = errors
+                .into_iter()
+                .map(|(index, reason)| json!({ "index": index, "reason": reason }))
+                .collect();
+            return bad_request(Value::Array(errors));
+        }
+    };
     match &admin.node.ingest {
         Ingest::Local(pipeline) => match pipeline.apply(events).await {
             Ok(outcome) => axum::Json(outcome).into_response(),

@@ -54,6 +54,8 @@ struct Claims {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
     pub principal: Principal,
+    /// The token's `exp` claim, seconds since 1970.
+    pub exp: u64,
     /// When the token expires; the connection is closed with 4001 then.
     pub expires_at: tokio::time::Instant,
 }
@@ -122,10 +124,13 @@ impl Authenticator {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let left = std::time::Duration::from_secs(claims.exp.saturating_sub(now));
-        let expires_at = tokio::time::Instant::now() + left;
+        // A far-off `exp` (up to u64::MAX) would overflow the clock: a century is
+        // as good as forever.
+        let left = claims.exp.saturating_sub(now).min(100 * 365 * 86_400);
+        let expires_at = tokio::time::Instant::now() + std::time::Duration::from_secs(left);
         Ok(Identity {
             principal: Principal { id, role },
+            exp: claims.exp,
             expires_at,
         })
     }

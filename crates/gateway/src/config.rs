@@ -7,6 +7,8 @@ use tradecast_broker::{OutboxLimits, RedisTarget, Retention};
 use tradecast_core::EngineConfig;
 use tradecast_ingest::StreamLayout;
 
+use crate::origin::AllowedOrigins;
+
 /// Settings of one gateway node (the `serve` flags, already parsed).
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -20,6 +22,11 @@ pub struct GatewayConfig {
     pub max_frame_bytes: usize,
     /// Connections beyond this are refused with HTTP 503 before the upgrade.
     pub max_connections: usize,
+    /// Connections one user (`role`, `sub`) may hold on this node; more are refused
+    /// with HTTP 429 before the upgrade. 0: no limit.
+    pub max_connections_per_user: usize,
+    /// Browser pages (`Origin`) allowed to open a WebSocket; others get HTTP 403.
+    pub allowed_origins: AllowedOrigins,
     /// Channels one connection may hold at once.
     pub max_subscriptions: usize,
     /// Inbound frames per second a connection may send (sustained); bursts of
@@ -46,6 +53,8 @@ impl Default for GatewayConfig {
             heartbeat: Duration::from_secs(30),
             max_frame_bytes: 64 << 10,
             max_connections: 18_000,
+            max_connections_per_user: 32,
+            allowed_origins: AllowedOrigins::SameHost,
             max_subscriptions: 64,
             max_inbound_rate: 50,
             outbox: OutboxLimits::default(),

@@ -1,9 +1,10 @@
 //! The public listener: WebSocket upgrades on `/ws` and `/`, and the demo page.
 //!
-//! The token is checked before the upgrade, so a bad one gets a plain HTTP 401 and
-//! no WebSocket is ever opened; a node at its connection cap answers 503 so a load
-//! balancer can try another node. Request URIs (which carry `?token=`) are never
-//! logged.
+//! Everything is checked before the upgrade, each refusal a plain HTTP answer, and no
+//! WebSocket is ever opened for it, in this order: the browser page's `Origin` (403),
+//! the token (401), the node's connection cap or drain (503, so a load balancer can
+//! try another node), the user's connection limit on this node (429). Request URIs
+//! (which carry `?token=`) are never logged.
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use axum_tws::{Limits, WebSocketUpgrade};
 
 use crate::auth::{AuthError, Identity};
 use crate::credentials;
-use crate::node::Node;
+use crate::node::{Node, Refused};
 use crate::session;
 
 /// The demo dashboard, served on a plain `GET /` and `GET /demo`.
@@ -57,27 +58,50 @@ async fn identities(State(node): State<Arc<Node>>) -> Response {
 
 async fn upgrade(State(node): State<Arc<Node>>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
+    let origin = parts.headers.get(header::ORIGIN);
+    if !node
+        .config
+        .allowed_origins
+        .allows(origin, parts.headers.get(header::HOST))
+    {
+        metrics::counter!("tradecast_auth_failures_total", "reason" => "origin").increment(1);
+        tracing::debug!(origin = ?origin, "upgrade refused: origin not allowed");
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
     let identity = match authenticate(&node, parts.uri.query(), &parts.headers) {
         Ok(identity) => identity,
         Err(error) => {
             metrics::counter!("tradecast_auth_failures_total", "reason" => error.label())
                 .increment(1);
+            tracing::debug!(reason = error.label(), "upgrade refused: token");
             return (StatusCode::UNAUTHORIZED, error.to_string()).into_response();
         }
     };
-    let Some(guard) = node.admit() else {
-        metrics::counter!("tradecast_connections_refused_total").increment(1);
-        let reason = if node.is_draining() {
-            "node is draining"
-        } else {
-            "node is at its connection limit"
-        };
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            reason,
-        )
-            .into_response();
+    let guard = match node.admit(identity.principal) {
+        Ok(guard) => guard,
+        Err(refused) => {
+            metrics::counter!("tradecast_connections_refused_total", "reason" => refused.label())
+                .increment(1);
+            tracing::debug!(
+                reason = refused.label(),
+                user = identity.principal.id,
+                "upgrade refused"
+            );
+            let (status, retry_after, reason) = match refused {
+                Refused::Draining => (StatusCode::SERVICE_UNAVAILABLE, "1", "node is draining"),
+                Refused::Full => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "1",
+                    "node is at its connection limit",
+                ),
+                Refused::UserLimit => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "5",
+                    "too many connections for this user",
+                ),
+            };
+            return (status, [(header::RETRY_AFTER, retry_after)], reason).into_response();
+        }
     };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,

@@ -14,9 +14,11 @@
 //! - [`auth`]: JWT verification before the upgrade.
 //! - [`credentials`]: where a request carries its token.
 //! - [`http`]: the public listener (upgrade on `/ws` and `/`, the page).
+//! - [`origin`]: which browser pages may open a WebSocket (`--allowed-origins`).
 //! - [`session`]: one connection's task: requests, writes, heartbeat, drain.
 //! - [`pipeline`]: applies ingest events in order and publishes their effects.
 //! - [`admin`]: health, readiness, metrics, `POST /v1/events`.
+//! - [`events_body`]: parsing a `POST /v1/events` body (an event or an array).
 //! - [`demo`]: the built-in simulator feeding the pipeline.
 
 pub mod admin;
@@ -24,8 +26,10 @@ pub mod auth;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod events_body;
 pub mod http;
 pub mod node;
+pub mod origin;
 pub mod pipeline;
 pub mod rate;
 pub mod session;
@@ -44,6 +48,7 @@ use tradecast_ingest::writer::StreamWriter;
 pub use auth::Authenticator;
 pub use config::{GatewayConfig, RedisSettings};
 pub use node::{DemoIdentity, Ingest, Node};
+pub use origin::AllowedOrigins;
 pub use pipeline::Pipeline;
 
 /// A node with its listeners bound, ready to [`run`](Gateway::run).

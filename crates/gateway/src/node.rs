@@ -1,12 +1,15 @@
 //! The state one gateway node shares between its connections.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tradecast_broker::Broker;
 use tradecast_ingest::writer::StreamWriter;
+use tradecast_protocol::Principal;
 
 use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
@@ -46,8 +49,32 @@ pub struct Node {
     /// Counters touched once per write, registered once.
     pub counters: HotCounters,
     connections: AtomicUsize,
+    /// Open connections per user (`role`, `sub`); a user without one has no entry.
+    per_user: Mutex<HashMap<Principal, usize>>,
     next_id: AtomicU64,
     drain: watch::Sender<bool>,
+}
+
+/// Why [`Node::admit`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The node is shutting down (HTTP 503).
+    Draining,
+    /// The node holds `max_connections` (HTTP 503: try another node).
+    Full,
+    /// This user holds `max_connections_per_user` here (HTTP 429).
+    UserLimit,
+}
+
+impl Refused {
+    /// The `reason` label of `tradecast_connections_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Draining => "draining",
+            Refused::Full => "full",
+            Refused::UserLimit => "user_limit",
+        }
+    }
 }
 
 impl Node {
@@ -69,30 +96,39 @@ impl Node {
                 frames_out: metrics::counter!("tradecast_frames_out_total"),
             },
             connections: AtomicUsize::new(0),
+            per_user: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             drain: watch::channel(false).0,
         }
     }
 
-    /// Count a new connection, or `None` when the node is at its cap or draining.
-    pub fn admit(self: &Arc<Self>) -> Option<ConnectionGuard> {
+    /// Count a new connection of `principal`, or say why it may not open.
+    pub fn admit(self: &Arc<Self>, principal: Principal) -> Result<ConnectionGuard, Refused> {
         if self.is_draining() {
-            return None;
+            return Err(Refused::Draining);
         }
-        let admitted = self
-            .connections
+        self.connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.config.max_connections).then_some(n + 1)
             })
-            .is_ok();
-        if !admitted {
-            return None;
+            .map_err(|_| Refused::Full)?;
+        {
+            let limit = self.config.max_connections_per_user;
+            let mut per_user = self.per_user.lock();
+            let held = per_user.entry(principal).or_insert(0);
+            if limit != 0 && *held >= limit {
+                drop(per_user);
+                self.connections.fetch_sub(1, Ordering::AcqRel);
+                return Err(Refused::UserLimit);
+            }
+            *held += 1;
         }
         metrics::gauge!("tradecast_connections").increment(1.0);
         metrics::counter!("tradecast_connections_total").increment(1);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Some(ConnectionGuard {
+        Ok(ConnectionGuard {
             node: self.clone(),
+            principal,
             id,
         })
     }
@@ -122,9 +158,10 @@ impl Node {
     }
 }
 
-/// Holds a connection slot; releases it when dropped.
+/// Holds a connection slot (of the node and of its user); releases both when dropped.
 pub struct ConnectionGuard {
     node: Arc<Node>,
+    principal: Principal,
     id: u64,
 }
 
@@ -137,6 +174,15 @@ impl ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
+        {
+            let mut per_user = self.node.per_user.lock();
+            if let Some(held) = per_user.get_mut(&self.principal) {
+                *held -= 1;
+                if *held == 0 {
+                    per_user.remove(&self.principal);
+                }
+            }
+        }
         self.node.connections.fetch_sub(1, Ordering::AcqRel);
         metrics::gauge!("tradecast_connections").decrement(1.0);
     }

@@ -16,7 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_websockets::{CloseCode, Message};
 use tradecast_broker::{CloseReason, Outbox};
-use tradecast_protocol::client::{Request, RequestKind, Since};
+use tradecast_protocol::client::{Request, RequestKind, Since, Token};
 use tradecast_protocol::{Channel, Principal, server};
 
 use crate::auth::Identity;
@@ -37,6 +37,10 @@ pub mod close {
 
 type Socket = axum_tws::WebSocket;
 
+/// How long a write in progress may still take once the outbox overflowed: a socket
+/// that cannot take what was queued by then is stuck (the client stopped reading).
+const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(1);
+
 /// How a session ended, for the close frame.
 enum End {
     /// Send a close frame with this code and reason, then stop.
@@ -48,6 +52,8 @@ enum End {
 struct Session {
     node: Arc<Node>,
     principal: Principal,
+    /// When the connection's token expires (close 4001); an in-band `auth` moves it.
+    expires_at: Instant,
     outbox: Arc<Outbox>,
     channels: Vec<Channel>,
     inbound: TokenBucket,
@@ -58,32 +64,46 @@ pub async fn run(node: Arc<Node>, mut socket: Socket, identity: Identity, guard:
     let Identity {
         principal,
         expires_at,
+        ..
     } = identity;
     let outbox = Arc::new(Outbox::new(guard.id(), node.config.outbox));
     let inbound = TokenBucket::new(node.config.max_inbound_rate);
     let mut session = Session {
         node,
         principal,
+        expires_at,
         outbox,
         channels: Vec::new(),
         inbound,
     };
-    let end = session.serve(&mut socket, expires_at).await;
+    // Log lines name the connection and the user by number, never a token or a name.
+    let conn = guard.id();
+    tracing::debug!(
+        conn,
+        user = principal.id,
+        role = principal.role.as_str(),
+        "connection opened"
+    );
+    let end = session.serve(&mut socket).await;
     session.leave_all().await;
-    if let End::Close(code, reason) = end {
-        let code = CloseCode::try_from(code).expect("protocol close codes are valid");
-        let bye = async {
-            let _ = socket.send(Message::close(Some(code), reason)).await;
-            // Read until the peer acknowledges the close (or a short timeout).
-            while let Some(Ok(_)) = socket.next().await {}
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+    match end {
+        End::Close(code, reason) => {
+            tracing::debug!(conn, code, reason, "connection closed");
+            let code = CloseCode::try_from(code).expect("protocol close codes are valid");
+            let bye = async {
+                let _ = socket.send(Message::close(Some(code), reason)).await;
+                // Read until the peer acknowledges the close (or a short timeout).
+                while let Some(Ok(_)) = socket.next().await {}
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+        }
+        End::Drop => tracing::debug!(conn, "connection dropped"),
     }
     drop(guard);
 }
 
 impl Session {
-    async fn serve(&mut self, socket: &mut Socket, expires_at: Instant) -> End {
+    async fn serve(&mut self, socket: &mut Socket) -> End {
         let heartbeat = self.node.config.heartbeat;
         let defaults = self.principal.default_channels();
         let names: Vec<String> = defaults.iter().map(Channel::to_string).collect();
@@ -108,7 +128,7 @@ impl Session {
         // drain), re-armed only when the earliest deadline changes: registering a
         // timer per loop turn would cost more than the write itself.
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
-        let mut timer = pin!(sleep_until(next_ping.min(expires_at)));
+        let mut timer = pin!(sleep_until(next_ping.min(self.expires_at)));
         loop {
             if drain_close.is_none() && self.node.is_draining() {
                 let after = self.node.drain_delay();
@@ -116,7 +136,9 @@ impl Session {
                     .push(server::reconnect(after.as_millis() as u64));
                 drain_close = Some(Instant::now() + after);
             }
-            let next = next_ping.min(expires_at).min(drain_close.unwrap_or(far));
+            let next = next_ping
+                .min(self.expires_at)
+                .min(drain_close.unwrap_or(far));
             if timer.deadline() != next {
                 timer.as_mut().reset(next);
             }
@@ -166,7 +188,7 @@ impl Session {
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
-                    if now >= expires_at {
+                    if now >= self.expires_at {
                         return End::Close(close::TOKEN_EXPIRED, "token expired");
                     }
                     if drain_close.is_some_and(|at| now >= at) {
@@ -187,15 +209,18 @@ impl Session {
         }
     }
 
-    /// Write `batch` with one flush. Gives up when the outbox closes (slow
-    /// consumer) or nothing has been heard from the client by `give_up`; `timer`
-    /// is the session's timer, borrowed so a stuck write needs no timer of its own.
+    /// Write `batch` with one flush. Gives up when nothing has been heard from the
+    /// client by `give_up`, or when the outbox overflowed (slow consumer) and the
+    /// socket still has not taken the batch [`SLOW_CONSUMER_GRACE`] later: then it is
+    /// stuck and a close frame could not get through either. A write that finishes
+    /// in time is followed by the 4009 close. `timer` is the session's timer,
+    /// borrowed so a stuck write needs no timer of its own.
     async fn write(
         &self,
         socket: &mut Socket,
         batch: &mut Vec<Bytes>,
         mut timer: Pin<&mut Sleep>,
-        give_up: Instant,
+        mut give_up: Instant,
     ) -> Result<(), End> {
         let bytes: usize = batch.iter().map(Bytes::len).sum();
         let frames = batch.len();
@@ -206,6 +231,7 @@ impl Session {
             socket.flush().await
         };
         let mut write = pin!(write);
+        let mut overflowed = false;
         loop {
             tokio::select! {
                 result = &mut write => {
@@ -218,10 +244,11 @@ impl Session {
                         Err(_) => Err(End::Drop),
                     };
                 }
-                _ = self.outbox.ready() => {
+                _ = self.outbox.ready(), if !overflowed => {
                     if self.outbox.closed() == Some(CloseReason::SlowConsumer) {
-                        // The socket is stuck; a close frame could not get through.
-                        return Err(End::Drop);
+                        overflowed = true;
+                        give_up = give_up.min(Instant::now() + SLOW_CONSUMER_GRACE);
+                        timer.as_mut().reset(give_up);
                     }
                 }
                 _ = timer.as_mut() => {
@@ -315,7 +342,36 @@ impl Session {
                 self.outbox.push(server::unsubscribed(id, &channel));
                 Ok(())
             }
+            RequestKind::Auth { token } => self.refresh(&token, id),
         }
+    }
+
+    /// In-band token refresh: a valid token of the same user replaces the
+    /// connection's expiry; anything else is refused and the old expiry stands.
+    fn refresh(&mut self, token: &Token, id: Option<&serde_json::Value>) -> Result<(), End> {
+        let identity = match self.node.auth.verify(&token.0) {
+            Ok(identity) if identity.expires_at > Instant::now() => identity,
+            Ok(_) => return self.reply_error(id, "invalid_token", "token expired", None),
+            Err(error) => {
+                return self.reply_error(id, "invalid_token", &error.to_string(), None);
+            }
+        };
+        if identity.principal != self.principal {
+            return self.reply_error(
+                id,
+                "forbidden",
+                "the token is for another user or role",
+                None,
+            );
+        }
+        self.expires_at = identity.expires_at;
+        tracing::debug!(
+            conn = self.outbox.id(),
+            exp = identity.exp,
+            "token refreshed in-band"
+        );
+        self.outbox.push(server::authenticated(id, identity.exp));
+        Ok(())
     }
 
     /// Subscribe (or resync) a channel; the broker queues the reply and the data.

@@ -29,7 +29,7 @@ fn describe() {
     );
     describe_counter!(
         "tradecast_connections_refused_total",
-        "Upgrades refused with 503 (cap or drain)"
+        "Upgrades refused after the token: 503 (reason full or draining) or 429 (user_limit)"
     );
     describe_gauge!(
         "tradecast_subscriptions",
@@ -58,7 +58,7 @@ fn describe() {
     );
     describe_counter!(
         "tradecast_auth_failures_total",
-        "Upgrades refused with 401, by reason"
+        "Upgrades refused before the token was accepted: 401 (token reasons) or 403 (origin)"
     );
     describe_counter!(
         "tradecast_inbound_errors_total",

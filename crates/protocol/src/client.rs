@@ -5,8 +5,11 @@
 //! {"type":"subscribe","channel":"prices:metals","id":7}
 //! {"type":"subscribe","channel":"portfolio:42","since":{"epoch":"9f2c61d0","seq":118}}
 //! {"type":"unsubscribe","channel":"prices:metals"}
+//! {"type":"auth","token":"eyJhbGciOi…","id":"a1"}
 //! ```
 //! Any request may carry an `id` (a string or a number) that the reply echoes.
+
+use std::fmt;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -30,6 +33,20 @@ pub enum RequestKind {
     },
     /// Leave a channel.
     Unsubscribe { channel: String },
+    /// Replace the connection's token with a fresh one of the same user, so the
+    /// connection outlives the first token's `exp` (in-band refresh).
+    Auth { token: Token },
+}
+
+/// A JWT sent in a request. Its `Debug` form hides the text, so a request that ends
+/// up in a log line never carries a credential with it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(pub String);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
 }
 
 /// A position in a channel's durable log: the client saw every message up to `seq`
@@ -104,6 +121,12 @@ impl Request {
                 Ok(channel) => RequestKind::Unsubscribe { channel },
                 Err(e) => return fail(e),
             },
+            "auth" => match obj.get("token") {
+                Some(Value::String(token)) if !token.is_empty() => RequestKind::Auth {
+                    token: Token(token.clone()),
+                },
+                _ => return fail(RequestError::BadField("token")),
+            },
             other => {
                 let shown: String = other.chars().take(32).collect();
                 return fail(RequestError::UnknownType(shown));
@@ -151,6 +174,22 @@ mod tests {
         );
         let r = Request::parse(r#"{"type":"unsubscribe","channel":"alerts","id":3}"#).unwrap();
         assert_eq!(r.id, Some(json!(3)));
+        let r = Request::parse(r#"{"type":"auth","token":"a.b.c","id":"t1"}"#).unwrap();
+        assert_eq!(r.id, Some(json!("t1")));
+        assert_eq!(
+            r.kind,
+            RequestKind::Auth {
+                token: Token("a.b.c".into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_token_never_shows_in_debug_output() {
+        let r = Request::parse(r#"{"type":"auth","token":"secret.jwt.text"}"#).unwrap();
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
     }
 
     #[test]
@@ -165,6 +204,9 @@ mod tests {
             code(r#"{"type":"subscribe","channel":"a","since":{"seq":"x"}}"#),
             "bad_field"
         );
+        assert_eq!(code(r#"{"type":"auth"}"#), "bad_field");
+        assert_eq!(code(r#"{"type":"auth","token":""}"#), "bad_field");
+        assert_eq!(code(r#"{"type":"auth","token":7}"#), "bad_field");
         let (id, _) = Request::parse(r#"{"type":"subscribe","id":9}"#).unwrap_err();
         assert_eq!(id, Some(json!(9)), "the id is echoed even on error");
     }

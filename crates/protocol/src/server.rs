@@ -125,6 +125,23 @@ pub fn pong(id: Option<&Value>) -> Bytes {
     to_bytes(&Pong { r#type: "pong", id })
 }
 
+/// `{"type":"authenticated","exp":N}`: an in-band `auth` request was accepted; the
+/// connection now lives until `exp` (seconds since 1970), echoing the request's `id`.
+pub fn authenticated(id: Option<&Value>, exp: u64) -> Bytes {
+    #[derive(Serialize)]
+    struct Authenticated<'a> {
+        r#type: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a Value>,
+        exp: u64,
+    }
+    to_bytes(&Authenticated {
+        r#type: "authenticated",
+        id,
+        exp,
+    })
+}
+
 /// `{"type":"reconnect","after_ms":N}`: the node is draining; reconnect (to any
 /// node) after `after_ms` and resume.
 pub fn reconnect(after_ms: u64) -> Bytes {
@@ -150,5 +167,9 @@ mod tests {
             r#"{"type":"subscribed","id":"r1","channel":"alerts","epoch":"ab","seq":3,"recovered":true}"#
         );
         assert_eq!(&pong(None)[..], br#"{"type":"pong"}"#);
+        assert_eq!(
+            &authenticated(Some(&Value::from(5)), 1_717_430_400)[..],
+            br#"{"type":"authenticated","id":5,"exp":1717430400}"#
+        );
     }
 }

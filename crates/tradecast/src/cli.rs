@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tradecast_broker::RedisTarget;
 use tradecast_broker::{OutboxLimits, Retention};
 use tradecast_core::EngineConfig;
-use tradecast_gateway::{GatewayConfig, RedisSettings};
+use tradecast_gateway::{AllowedOrigins, GatewayConfig, RedisSettings};
 use tradecast_ingest::StreamLayout;
 
 #[derive(Debug, Parser)]
@@ -107,6 +107,14 @@ pub struct ServeArgs {
     /// Connection cap (HTTP 503 beyond it); never closer than 512 to the open-file limit.
     #[arg(long, env = "TRADECAST_MAX_CONNECTIONS", default_value_t = 18_000)]
     pub max_connections: usize,
+    /// Connections one user (role and sub) may hold on this node (HTTP 429 beyond); 0: no limit.
+    #[arg(long, env = "TRADECAST_MAX_CONNECTIONS_PER_USER", default_value_t = 32)]
+    pub max_connections_per_user: usize,
+    /// Browser pages that may open a WebSocket (HTTP 403 for others): `*`, or origins
+    /// like https://app.broker.com separated by commas. Absent: a page whose host:port
+    /// is the request's Host. Clients that send no Origin (not browsers) are let through.
+    #[arg(long, env = "TRADECAST_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
     /// Largest inbound frame in bytes (larger: close 1009).
     #[arg(long, env = "TRADECAST_MAX_FRAME_BYTES", default_value_t = 65_536)]
     pub max_frame_bytes: usize,
@@ -170,6 +178,11 @@ impl ServeArgs {
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             max_frame_bytes: self.max_frame_bytes,
             max_connections: self.max_connections,
+            max_connections_per_user: self.max_connections_per_user,
+            allowed_origins: match &self.allowed_origins {
+                Some(spec) => AllowedOrigins::parse(spec)?,
+                None => AllowedOrigins::SameHost,
+            },
             max_subscriptions: self.max_subscriptions,
             max_inbound_rate: self.max_inbound_rate,
             outbox: OutboxLimits {

@@ -35,9 +35,14 @@ pub fn load_into_env(args: impl Iterator<Item = OsString>) -> anyhow::Result<()>
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Float(f) => f.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
+            // A list becomes a comma-separated value (`allowed-origins = ["https://a",
+            // "https://b"]`, `ib-plan = [5, 1, 0.5]`); strings without their TOML quotes.
             toml::Value::Array(items) => items
                 .iter()
-                .map(|v| v.to_string())
+                .map(|v| match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
                 .collect::<Vec<_>>()
                 .join(","),
             _ => bail!(

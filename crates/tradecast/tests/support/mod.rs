@@ -46,11 +46,17 @@ impl Server {
         .map(String::from)
         .to_vec();
         args.extend(extra.iter().map(|s| s.to_string()));
+        Self::launch(args, "warn", Stdio::inherit())
+    }
+
+    /// `tradecast` with exactly `args` (no test secret is added), `RUST_LOG=log`, and
+    /// its log (stderr) sent to `stderr`. `restart` is only for `start`/`start_on`.
+    pub fn launch(args: Vec<String>, log: &str, stderr: Stdio) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tradecast"))
             .args(&args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawning tradecast");
         let stdout = child.stdout.take().unwrap();
