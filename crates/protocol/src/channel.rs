@@ -163,9 +163,16 @@ impl FromStr for Channel {
             name: name.chars().take(64).collect(),
             reason,
         };
+        // One name per channel: the key is written as `u64` displays it, so "+42",
+        // "042" and "４２" are refused rather than read as portfolio:42 (a client
+        // tracking the name it sent would never see messages on the real one).
         let id = |key: &str| {
-            key.parse::<u64>()
-                .map_err(|_| invalid("the key must be a number"))
+            let canonical = key.bytes().all(|b| b.is_ascii_digit())
+                && (key.len() == 1 || !key.starts_with('0'));
+            canonical
+                .then(|| key.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| invalid("the key must be a number"))
         };
         match name.split_once(':') {
             None => match name {
@@ -218,6 +225,9 @@ mod tests {
         for bad in [
             "portfolio",
             "portfolio:x",
+            "portfolio:042",
+            "portfolio:+42",
+            "portfolio:18446744073709551616",
             "nope:1",
             "prices:",
             "prices:a b",
