@@ -19,9 +19,11 @@
 //! // Dropping `redis` kills the process and deletes its directory.
 //! ```
 //!
-//! [`RedisCluster`] does the same for a Redis Cluster of N masters, and
+//! [`RedisCluster`] does the same for a Redis Cluster of N masters,
 //! [`nginx::Nginx`] runs the real nginx with `deploy/nginx.conf.template` in front of
-//! nodes.
+//! nodes, and [`Proxy`] is a TCP proxy that can delay or black-hole what passes
+//! through it (a slow or vanished peer, between a client and a node or a node and
+//! Redis).
 //!
 //! Everything here is synchronous and uses only `std`, so it works from plain `#[test]`
 //! functions as well as from `#[tokio::test]` ones (the few blocking waits are short).
@@ -33,6 +35,9 @@
 //! when missing).
 
 pub mod nginx;
+mod proxy;
+
+pub use proxy::Proxy;
 
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};

@@ -25,6 +25,14 @@ const TOPICS_PER_COMMAND: usize = 512;
 /// A silent connection is checked with a PING this often.
 const PING_EVERY: Duration = Duration::from_secs(2);
 
+/// How long connecting, or any one command (SUBSCRIBE, UNSUBSCRIBE, PING), may
+/// wait for Redis before the connection is given up and made again. The client
+/// library has no timeout of its own on a pub/sub connection: without this, a
+/// Redis that vanished without closing the connection (a frozen server, a dead
+/// proxy or NAT entry) would hold the bridge until the kernel gave up on the
+/// socket, many minutes later, or forever if something still acknowledges it.
+const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+
 pub(crate) enum BridgeCmd {
     /// Listen to `topic`; `ack` fires once Redis confirmed it.
     Listen {
@@ -102,11 +110,11 @@ async fn session(
     waiting: &mut Vec<oneshot::Sender<()>>,
     connected: &mut bool,
 ) -> redis::RedisResult<()> {
-    let pubsub = client.get_async_pubsub().await?;
+    let pubsub = answered("connecting", client.get_async_pubsub()).await?;
     let (mut sink, mut stream) = pubsub.split();
     let topics: Vec<&String> = wanted.iter().collect();
     for chunk in topics.chunks(TOPICS_PER_COMMAND) {
-        sink.subscribe(chunk).await?;
+        answered("SUBSCRIBE", sink.subscribe(chunk)).await?;
     }
     let Some(strong) = shared.upgrade() else {
         return Ok(());
@@ -145,7 +153,7 @@ async fn session(
                                 flush_listens(&mut sink, &mut listen, &mut acks, waiting).await?;
                             }
                             wanted.remove(&topic);
-                            sink.unsubscribe(&topic).await?;
+                            answered("UNSUBSCRIBE", sink.unsubscribe(&topic)).await?;
                         }
                     }
                 }
@@ -163,15 +171,7 @@ async fn session(
                 dispatch(&shared, message.get_channel_name(), message.get_payload_bytes());
             }
             _ = ping.tick() => {
-                match tokio::time::timeout(Duration::from_secs(3), sink.ping::<redis::Value>()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => return Err(error),
-                    Err(_) => {
-                        return Err(redis::RedisError::from(std::io::Error::other(
-                            "Redis did not answer PING within 3 s",
-                        )))
-                    }
-                }
+                answered("PING", sink.ping::<redis::Value>()).await?;
             }
         }
     }
@@ -184,7 +184,7 @@ async fn flush_listens(
     acks: &mut Vec<oneshot::Sender<()>>,
     waiting: &mut Vec<oneshot::Sender<()>>,
 ) -> redis::RedisResult<()> {
-    let result = sink.subscribe(&topics[..]).await;
+    let result = answered("SUBSCRIBE", sink.subscribe(&topics[..])).await;
     topics.clear();
     match result {
         Ok(()) => {
@@ -197,6 +197,23 @@ async fn flush_listens(
             waiting.append(acks);
             Err(error)
         }
+    }
+}
+
+/// `request`'s outcome, or a timed-out error once [`ANSWER_WITHIN`] has passed.
+async fn answered<T>(
+    what: &str,
+    request: impl Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    match tokio::time::timeout(ANSWER_WITHIN, request).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "Redis did not answer {what} within {} s",
+                ANSWER_WITHIN.as_secs()
+            ),
+        ))),
     }
 }
 

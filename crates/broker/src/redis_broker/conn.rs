@@ -5,9 +5,17 @@
 //! that reconnects by itself and can run any command or pipeline. On a cluster a
 //! pipeline must stay within one hash slot, which is why every key of a channel
 //! shares the channel's hash tag.
+//!
+//! On a single server the handle also replaces its connection when a reply does not
+//! come within the response timeout. The client library reconnects only when the
+//! connection reports an error; a Redis that vanished without closing it (frozen,
+//! or behind a proxy or NAT entry that died) reports nothing, and every command
+//! would time out, one after the other, until the kernel gave up on the socket.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -68,9 +76,53 @@ impl RedisTarget {
                 .set_response_timeout(Some(response_timeout))
                 .set_number_of_retries(2)
                 .set_max_delay(Duration::from_secs(1));
-            Ok(RedisConn::Single(
-                ConnectionManager::new_with_config(client, config).await?,
-            ))
+            let manager =
+                ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
+            Ok(RedisConn::Single(SingleConn(Arc::new(Single {
+                client,
+                config,
+                current: Mutex::new((0, manager)),
+            }))))
+        }
+    }
+}
+
+/// A single server's command connection, replaced when a reply times out.
+#[derive(Clone)]
+pub struct SingleConn(Arc<Single>);
+
+struct Single {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// The connection in use, and how many were replaced before it.
+    current: Mutex<(u64, ConnectionManager)>,
+}
+
+impl SingleConn {
+    fn current(&self) -> (u64, ConnectionManager) {
+        self.0.current.lock().clone()
+    }
+
+    /// After `result` came from connection number `generation`: if Redis did not
+    /// answer in time, replace that connection (once, however many requests on it
+    /// timed out). The new one connects on its first request; requests still
+    /// running on the old one finish or time out on their own.
+    fn check<T>(&self, generation: u64, result: &redis::RedisResult<T>) {
+        let Err(error) = result else { return };
+        if !error.is_timeout() {
+            return;
+        }
+        let mut current = self.0.current.lock();
+        if current.0 != generation {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(self.0.client.clone(), self.0.config.clone())
+        {
+            Ok(fresh) => {
+                tracing::warn!(%error, "Redis did not answer in time; replacing the connection");
+                *current = (generation + 1, fresh);
+            }
+            Err(error) => tracing::warn!(%error, "cannot replace a Redis connection"),
         }
     }
 }
@@ -92,7 +144,7 @@ fn redact(url: &str) -> String {
 /// A command connection to a single server or to a cluster.
 #[derive(Clone)]
 pub enum RedisConn {
-    Single(ConnectionManager),
+    Single(SingleConn),
     Cluster(ClusterConnection),
 }
 
@@ -105,7 +157,12 @@ impl RedisConn {
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Single(single) => Box::pin(async move {
+                let (generation, mut manager) = single.current();
+                let result = manager.req_packed_command(cmd).await;
+                single.check(generation, &result);
+                result
+            }),
             RedisConn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -117,14 +174,19 @@ impl ConnectionLike for RedisConn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Single(single) => Box::pin(async move {
+                let (generation, mut manager) = single.current();
+                let result = manager.req_packed_commands(pipeline, offset, count).await;
+                single.check(generation, &result);
+                result
+            }),
             RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Single(single) => single.current().1.get_db(),
             RedisConn::Cluster(c) => c.get_db(),
         }
     }

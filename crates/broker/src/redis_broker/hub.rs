@@ -191,6 +191,11 @@ impl Hub {
                 return;
             }
         };
+        if done.is_closed() {
+            // The session stopped waiting (a slow Redis) and told its client the
+            // subscribe failed: do not start sending it the channel anyway.
+            return;
+        }
         if self.subscribers.is_empty() {
             self.epoch = read.epoch.clone();
             self.last_seq = read.seq;

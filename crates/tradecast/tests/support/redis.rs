@@ -111,6 +111,21 @@ pub fn node(redis: &RedisServer) -> Server {
     ])
 }
 
+/// `tradecast serve --redis URL` (any URL: a proxy in front of Redis, say) with
+/// the short lease and checkpoint interval of [`node`], plus `extra` flags.
+pub fn node_at(url: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--redis",
+        url,
+        "--lease-ms",
+        "1000",
+        "--checkpoint-ms",
+        "300",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
 /// A producer writing to the default streams, as a trade-server plugin would.
 pub async fn writer(redis: &RedisServer) -> StreamWriter {
     StreamWriter::connect(&redis.url(), StreamLayout::default(), None)
