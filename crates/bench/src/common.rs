@@ -1,12 +1,16 @@
-//! Small helpers the benchmarks share: HTTP to the admin listener, histograms,
-//! the source version a result was measured on, finding a redis-server's pid.
+//! Small helpers the scenarios share: HTTP to the admin listener, clocks,
+//! histograms, the source version a result was measured on, finding a redis-server's
+//! pid, and tying a child process's life to ours.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -35,8 +39,134 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
     Ok((status, body))
 }
 
+/// A POST of one JSON body (an event or an array of them) to `/v1/events`.
+pub async fn post_events(admin: SocketAddr, body: &str) -> anyhow::Result<()> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(admin).await?;
+        let request = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        anyhow::Ok(String::from_utf8_lossy(&response).into_owned())
+    };
+    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .context("POST /v1/events timed out")??;
+    anyhow::ensure!(
+        response.starts_with("HTTP/1.1 200"),
+        "POST /v1/events failed: {response}"
+    );
+    Ok(())
+}
+
+/// The sum of every sample of `name` in a Prometheus text body (all label sets).
+pub fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        // Not `sum()`: an empty f64 sum is -0.0, which prints as "-0".
+        .fold(0.0, |a, b| a + b)
+}
+
+/// Wall-clock µs since 1970: every process of a run shares it (one machine).
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A histogram of µs, up to 10 minutes, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// An HdrHistogram in its V2 encoding, as hex (how workers send them).
+pub fn encode_histogram(h: &Histogram<u64>) -> anyhow::Result<String> {
+    let mut bytes = Vec::new();
+    V2Serializer::new()
+        .serialize(h, &mut bytes)
+        .map_err(|e| anyhow::anyhow!("serializing a histogram: {e:?}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub fn decode_histogram(hex: &str) -> anyhow::Result<Histogram<u64>> {
+    let bytes = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()?;
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| anyhow::anyhow!("decoding a histogram: {e:?}"))
+}
+
+/// µs as ms: three decimals below 10 ms, one above.
+pub fn ms(us: u64) -> f64 {
+    let ms = us as f64 / 1000.0;
+    if ms < 10.0 {
+        (ms * 1000.0).round() / 1000.0
+    } else {
+        (ms * 10.0).round() / 10.0
+    }
+}
+
+/// p50, p90, p99, p99.9, max and mean of a histogram of µs, in ms.
+pub fn latency_summary(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return json!({"count": 0});
+    }
+    json!({
+        "count": h.len(),
+        "p50_ms": ms(h.value_at_quantile(0.50)),
+        "p90_ms": ms(h.value_at_quantile(0.90)),
+        "p99_ms": ms(h.value_at_quantile(0.99)),
+        "p999_ms": ms(h.value_at_quantile(0.999)),
+        "max_ms": ms(h.max()),
+        "mean_ms": ms(h.mean() as u64),
+    })
+}
+
+/// `p50 / p90 / p99 / p99.9 / max` in ms, for a Markdown cell.
+pub fn latency_cell(h: &Histogram<u64>) -> String {
+    if h.is_empty() {
+        return "no samples".to_owned();
+    }
+    [0.5, 0.9, 0.99, 0.999]
+        .iter()
+        .map(|&q| ms(h.value_at_quantile(q)))
+        .chain([ms(h.max())])
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(" / ")
+        + " ms"
+}
+
+/// `a: 1, b: 2`, or `none`.
+pub fn fmt_map(map: &BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "none".to_owned();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The child gets SIGKILL when this process dies (even by SIGKILL), so a crashed or
+/// killed benchmark leaves no node or worker behind.
+pub fn die_with_parent(command: &mut tokio::process::Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
 }
 
 /// The commit of the working tree the bench runs in, and whether it has uncommitted

@@ -1,258 +1,237 @@
-//! The idle benchmark: how much memory one idle, authenticated, subscribed
-//! connection costs the node, and how long one message takes to reach all of them.
+//! `idle`: what an idle, authenticated, subscribed connection costs a node in memory
+//! and CPU, and how long one price takes to reach all of them.
 //!
-//! 1. Start `tradecast serve` and read its resident memory at rest.
-//! 2. Open `--connections` trader connections (each subscribed to its portfolio,
-//!    orders and `prices:forex`) from worker processes on 127.0.0.2, 127.0.0.3, …
-//! 3. Read the node's memory again: (after − before) / connections.
-//! 4. Post a tick to `/v1/events` `--broadcasts` times; every connection receives
-//!    the `price`; report the time from the post to the last copy's arrival and
-//!    the node's CPU time per delivered message.
+//! 1. Start the topology and read each node's (and nginx's) resident memory at rest.
+//! 2. Open `--connections` connections (traders, IBs, admins; each also subscribed to
+//!    `prices:forex`) from worker processes.
+//! 3. 3 s after the last one, read the memory again: (after − before) / the node's
+//!    `tradecast_connections`. Then leave them idle for `--idle-s` and read the nodes'
+//!    CPU time (heartbeats and the server's WebSocket pings).
+//! 4. Write `--broadcasts` ticks, one at a time: each reaches every connection as a
+//!    `price`; time the tick's `emit_ts` → the last copy's arrival, and the nodes' CPU
+//!    per delivered copy.
 
-use std::net::SocketAddr;
-use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
 use clap::Args;
+use hdrhistogram::Histogram;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::net::TcpStream;
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use crate::procfs;
+use crate::common::{decode_histogram, latency_cell, latency_summary, ms, now_us};
+use crate::fleet::{self, Plan, sum};
+use crate::market::Ticker;
+use crate::population::Population;
+use crate::results::{Outcome, Run};
+use crate::topology::{Topology, TopologyArgs};
 
 #[derive(Debug, Args)]
 pub struct IdleArgs {
-    /// Connections to open in total.
-    #[arg(long, default_value_t = 10_000)]
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Connections in total (about 90 % traders, 8 % IBs, 2 % admins).
+    #[arg(long, default_value_t = 19_000)]
     connections: usize,
     /// Connections per worker process (each from its own 127.0.0.x).
     #[arg(long, default_value_t = 5_000)]
     per_worker: usize,
-    /// Broadcast messages to time, one second apart.
+    /// Handshakes each worker has in flight while connecting.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds the connections stay idle while the nodes' CPU is read.
+    #[arg(long, default_value_t = 10)]
+    idle_s: u64,
+    /// Ticks to time, one at a time.
     #[arg(long, default_value_t = 5)]
     broadcasts: usize,
-    /// The `tradecast` binary (default: next to this one).
-    #[arg(long)]
-    tradecast: Option<std::path::PathBuf>,
-    /// Port for the node's public listener.
-    #[arg(long, default_value_t = 18_080)]
-    port: u16,
-    /// Write the figures as JSON to this file.
-    #[arg(long)]
-    out: Option<std::path::PathBuf>,
-}
-
-const SECRET: &str = "bench-secret";
-const SYMBOLS: [&str; 10] = [
-    "EURUSD", "GBPUSD", "USDJPY", "AUDUSD", "USDCHF", "NZDUSD", "USDCAD", "EURGBP", "EURJPY",
-    "GBPJPY",
-];
-
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
-    let me = std::env::current_exe()?;
-    let tradecast = args
-        .tradecast
-        .clone()
-        .unwrap_or_else(|| me.with_file_name("tradecast"));
-    let listen = format!("127.0.0.1:{}", args.port);
-    let mut node = Command::new(&tradecast)
-        .args([
-            "serve",
-            "--listen",
-            &listen,
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--jwt-secret",
-            SECRET,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", tradecast.display()))?;
-    let mut node_out = BufReader::new(node.stdout.take().context("node stdout")?).lines();
-    let line = node_out
-        .next_line()
-        .await?
-        .context("node exited at start")?;
-    let addr = |key: &str| -> anyhow::Result<SocketAddr> {
-        line.split_whitespace()
-            .find_map(|f| f.strip_prefix(key))
-            .context("listening line")?
-            .parse()
-            .context("address")
-    };
-    let (public, admin) = (addr("public=")?, addr("admin=")?);
-    let pid = node.id().context("node pid")?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_before = procfs::rss_kib(pid)?;
-
-    let workers_n = args.connections.div_ceil(args.per_worker);
-    eprintln!(
-        "opening {} connections from {workers_n} worker processes…",
-        args.connections
-    );
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for w in 0..workers_n {
-        let count = args.per_worker.min(args.connections - w * args.per_worker);
-        let mut child = Command::new(&me)
-            .args([
-                "worker",
-                "--server",
-                &public.to_string(),
-                "--secret",
-                SECRET,
-            ])
-            .args(["--local-ip", &format!("127.0.0.{}", 2 + w)])
-            .args(["--connections", &count.to_string()])
-            .args([
-                "--first-login",
-                &(100_000 + w * args.per_worker).to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdin = child.stdin.take().context("worker stdin")?;
-        let lines = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
-        workers.push(Worker {
-            child,
-            stdin,
-            lines,
-        });
-    }
-    let bar = indicatif::ProgressBar::new(workers_n as u64).with_message("workers ready");
-    let mut opened = 0usize;
-    for worker in &mut workers {
-        let line = worker
-            .lines
-            .next_line()
-            .await?
-            .context("a worker exited while connecting")?;
-        opened += line
-            .strip_prefix("ready ")
-            .context("worker said something odd")?
-            .parse::<usize>()?;
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let connect_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_after = procfs::rss_kib(pid)?;
-    let per_conn_kib = (rss_after.saturating_sub(rss_before)) as f64 / opened as f64;
-
-    let mut latencies_ms = Vec::new();
-    let mut delivered_total = 0usize;
-    let cpu_before = procfs::cpu_seconds(pid)?;
-    for b in 0..args.broadcasts {
-        let symbol = SYMBOLS[b % SYMBOLS.len()];
-        for worker in &mut workers {
-            worker
-                .stdin
-                .write_all(format!("expect {symbol}\n").as_bytes())
-                .await?;
-            worker.stdin.flush().await?;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let sent = now_us();
-        let tick = json!({"v":1,"type":"tick","src":"bench","seq":b + 1,"ts":sent / 1000,"emit_ts":sent / 1000,
-                          "symbol":symbol,"bid":1.1 + b as f64 / 1000.0,"ask":1.1002 + b as f64 / 1000.0,"digits":5});
-        post(admin, &tick.to_string()).await?;
-        let (mut got, mut last) = (0usize, 0u64);
-        for worker in &mut workers {
-            let line = worker.lines.next_line().await?.context("a worker exited")?;
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() != 4 || fields[0] != "recv" {
-                bail!("unexpected worker line {line:?}");
-            }
-            got += fields[2].parse::<usize>()?;
-            last = last.max(fields[3].parse()?);
-        }
-        if got < opened {
-            eprintln!("broadcast {symbol}: only {got} of {opened} connections received it");
-        }
-        delivered_total += got;
-        latencies_ms.push(last.saturating_sub(sent) as f64 / 1000.0);
-        tokio::time::sleep(Duration::from_millis(800)).await;
-    }
-    let cpu_used = procfs::cpu_seconds(pid)? - cpu_before;
-    let us_per_message = cpu_used * 1e6 / delivered_total.max(1) as f64;
-    let mut sorted = latencies_ms.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
-
-    println!("## tradecast idle benchmark");
-    println!();
-    println!("| figure | value |");
-    println!("|---|---|");
-    println!("| connections (authenticated, 3 channels each) | {opened} |");
-    println!("| time to open them all | {connect_secs:.1} s |");
-    println!(
-        "| node RSS before / after | {} / {} MiB |",
-        rss_before / 1024,
-        rss_after / 1024
-    );
-    println!("| **RSS per idle connection** | **{per_conn_kib:.2} KiB** |");
-    println!(
-        "| broadcast to all: post → last copy (each) | {} |",
-        latencies_ms
-            .iter()
-            .map(|l| format!("{l:.1} ms"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!("| **broadcast, median** | **{median:.1} ms** |");
-    println!(
-        "| copies delivered | {delivered_total} of {} |",
-        opened * args.broadcasts
-    );
-    println!(
-        "| node CPU per delivered copy (incl. the rest of the node's work in that window) | {us_per_message:.2} µs |"
-    );
-    if let Some(out) = &args.out {
-        let figures = json!({
-            "connections": opened, "connect_seconds": connect_secs,
-            "rss_before_kib": rss_before, "rss_after_kib": rss_after, "rss_per_connection_kib": per_conn_kib,
-            "broadcast_ms": latencies_ms, "broadcast_median_ms": median,
-            "delivered": delivered_total, "expected": opened * args.broadcasts,
-            "cpu_us_per_delivered_message": us_per_message,
-        });
-        std::fs::write(out, serde_json::to_string_pretty(&figures)?)?;
-    }
-    for mut worker in workers {
-        let _ = worker.child.kill().await;
-    }
-    let _ = node.kill().await;
-    Ok(())
+    let run = Run::begin("idle", args.topology.name())?;
+    let topology = Topology::start(&args.topology).await?;
+    let result = measure(&args, &topology).await;
+    topology.stop(result.is_err()).await;
+    run.finish(&args.topology.out_dir, result?)
 }
 
-/// POST one JSON body to the admin listener's `/v1/events`.
-async fn post(admin: SocketAddr, body: &str) -> anyhow::Result<()> {
-    let mut stream = TcpStream::connect(admin).await?;
-    let request = format!(
-        "POST /v1/events HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    if !response.starts_with("HTTP/1.1 200") {
-        bail!("POST /v1/events failed: {response}");
+async fn measure(args: &IdleArgs, topology: &Topology) -> anyhow::Result<Outcome> {
+    let population = Population::of(args.connections);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = topology.node_rss_kib()?;
+    let nginx_before = topology.nginx_rss_kib();
+
+    let ranges = population.ranges();
+    let (mut fleet, opened) = fleet::open(&Plan {
+        server: topology.entry(),
+        users: &ranges,
+        per_worker: args.per_worker,
+        prices: true,
+        track: false,
+        concurrency: args.concurrency,
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_after = topology.node_rss_kib()?;
+    let nginx_after = topology.nginx_rss_kib();
+    let mut per_node = Vec::new();
+    let mut table = vec![
+        ("who".to_owned(), population.describe()),
+        opened.row(fleet.workers()),
+    ];
+    for (k, node) in topology.nodes.iter().enumerate() {
+        let conns = node.metric("tradecast_connections").await? as u64;
+        let per_conn = rss_after[k].saturating_sub(rss_before[k]) as f64 / conns.max(1) as f64;
+        per_node.push(json!({"node": k + 1, "connections": conns,
+            "rss_before_kib": rss_before[k], "rss_after_kib": rss_after[k],
+            "rss_per_connection_kib": (per_conn * 100.0).round() / 100.0}));
+        table.push((
+            format!(
+                "node {}: connections, RSS before → after, **per connection**",
+                k + 1
+            ),
+            format!(
+                "{conns}, {:.1} → {:.1} MiB, **{per_conn:.1} KiB**",
+                rss_before[k] as f64 / 1024.0,
+                rss_after[k] as f64 / 1024.0
+            ),
+        ));
     }
-    Ok(())
+    if nginx_after > 0 {
+        table.push((
+            "nginx (master + workers) RSS before → after".to_owned(),
+            format!(
+                "{:.0} → {:.0} MiB ({:.1} KiB per connection)",
+                nginx_before as f64 / 1024.0,
+                nginx_after as f64 / 1024.0,
+                nginx_after.saturating_sub(nginx_before) as f64 / opened.connections.max(1) as f64
+            ),
+        ));
+    }
+
+    // Idle CPU.
+    let cpu_from = topology.cpu()?;
+    tokio::time::sleep(Duration::from_secs(args.idle_s)).await;
+    let idle_cpu = topology.cpu()?.since(&cpu_from);
+    let idle_share = idle_cpu.nodes / args.idle_s.max(1) as f64;
+    table.push((
+        format!("nodes' CPU while idle ({} s)", args.idle_s),
+        format!(
+            "{:.2} % of one core ({:.2} µs per connection per second)",
+            idle_share * 100.0,
+            idle_share * 1e6 / opened.connections.max(1) as f64
+        ),
+    ));
+
+    // Broadcasts, one at a time.
+    let mut ingest = topology.ingest().await?;
+    let mut ticker = Ticker::default();
+    fleet
+        .ask(json!({"cmd":"measure","from_ms":now_us() / 1000}))
+        .await?;
+    let cpu_from = topology.cpu()?;
+    let mut to_last = Histogram::<u64>::new(3)?;
+    let mut copies = 0u64;
+    let mut missed = 0u64;
+    let mut each = Vec::new();
+    let bar = fleet::bar(args.broadcasts as u64, "broadcasts");
+    for b in 0..args.broadcasts {
+        let (tick, ts) = ticker.next(b);
+        ingest.send(&[tick]).await?;
+        let reached = fleet
+            .ask(json!({"cmd":"reached","ts":ts,"wait_ms":30_000}))
+            .await?;
+        let got = sum(&reached, "got");
+        copies += got;
+        missed += opened.connections.saturating_sub(got);
+        let last = reached
+            .iter()
+            .filter_map(|r| r["last_us"].as_u64())
+            .max()
+            .unwrap_or(0);
+        let took = last.saturating_sub(ts * 1000).max(1);
+        to_last.record(took)?;
+        each.push(ms(took));
+        bar.inc(1);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bar.finish_and_clear();
+    let cpu = topology.cpu()?.since(&cpu_from);
+    let counters = fleet.ask(json!({"cmd":"counters"})).await?;
+    let mut per_copy = crate::common::histogram();
+    for c in &counters {
+        per_copy.add(decode_histogram(
+            c["price_latency"].as_str().unwrap_or_default(),
+        )?)?;
+    }
+    let cpu_per_million = cpu.nodes * 1e6 / copies.max(1) as f64;
+    table.push((
+        "broadcasts: ticks × connections, copies delivered".to_owned(),
+        format!(
+            "{} × {} → {copies} ({missed} missing)",
+            args.broadcasts, opened.connections
+        ),
+    ));
+    table.push((
+        "tick `emit_ts` → **last** of its copies, each broadcast".to_owned(),
+        each.iter()
+            .map(|v| format!("{v} ms"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    ));
+    table.push((
+        "per copy: p50 / p90 / p99 / p99.9 / max".to_owned(),
+        latency_cell(&per_copy),
+    ));
+    table.push((
+        "nodes' CPU per million delivered copies".to_owned(),
+        format!("{cpu_per_million:.1} s ({cpu_per_million:.1} µs per copy)"),
+    ));
+
+    let mut failures = Vec::new();
+    if opened.gave_up > 0 {
+        failures.push(format!(
+            "{} connections could not be opened",
+            opened.gave_up
+        ));
+    }
+    if missed > 0 {
+        failures.push(format!(
+            "{missed} broadcast copies did not arrive within 30 s"
+        ));
+    }
+    let figures = json!({
+        "population": {"traders": population.traders, "ibs": population.ibs(),
+            "admins": population.admins, "traders_per_ib": population.traders_per_ib},
+        "connections": opened.connections, "gave_up": opened.gave_up,
+        "connect_seconds": (opened.seconds * 10.0).round() / 10.0,
+        "handshake_failures": opened.failures,
+        "nodes": per_node,
+        "nginx_rss_before_kib": nginx_before, "nginx_rss_after_kib": nginx_after,
+        "idle": {"seconds": args.idle_s, "cpu": idle_cpu.to_json()},
+        "broadcast": {"ticks": args.broadcasts, "copies": copies, "missing": missed,
+            "to_last_copy": latency_summary(&to_last), "per_copy": latency_summary(&per_copy),
+            "cpu": cpu.to_json(),
+            "node_cpu_seconds_per_million_copies": (cpu_per_million * 10.0).round() / 10.0,
+            "tick_to_last_copy_ms": each},
+        "worker_pids": fleet.pids(),
+    });
+    Ok(Outcome {
+        figures,
+        table,
+        notes: vec![
+            "Memory: `VmRSS` of each node from `/proc/PID/status` 1 s after start and 3 s \
+             after the last connection was set up, divided by the node's \
+             `tradecast_connections` gauge. A connection counts once it has read `welcome` \
+             and the `subscribed` of each of its default channels and of `prices:forex` \
+             (traders: portfolio, orders, prices; IBs: commissions, network, prices; admins: \
+             exposure, alerts, prices). Every user is distinct (JWT HS256)."
+                .to_owned(),
+            "Broadcast: one tick at a time through the ingest path; `emit_ts` is the wall \
+             clock (ms) when it was written, each copy's arrival the wall clock (µs) when a \
+             worker read the frame (one machine, one clock; up to 1 ms is the ms resolution \
+             of `emit_ts`). CPU: `utime + stime` of the node processes over the broadcasts, \
+             including the kernel's loopback TCP work done on their behalf."
+                .to_owned(),
+        ],
+        failures,
+    })
 }

@@ -43,3 +43,59 @@ pub fn machine_busy_seconds() -> anyhow::Result<f64> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok(ticks as f64 / hz)
 }
+
+/// The processes whose parent is `pid` (nginx's workers).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let ppid: u32 = stat
+                .rsplit_once(") ")?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == pid).then_some(child)
+        })
+        .collect()
+}
+
+/// RSS in KiB of `pid` and its children (shared pages counted in each).
+pub fn rss_with_children_kib(pid: u32) -> u64 {
+    std::iter::once(pid)
+        .chain(children_of(pid))
+        .map(|p| rss_kib(p).unwrap_or(0))
+        .sum()
+}
+
+/// CPU seconds of `pid` and its children.
+pub fn cpu_with_children_seconds(pid: u32) -> f64 {
+    std::iter::once(pid)
+        .chain(children_of(pid))
+        .map(|p| cpu_seconds(p).unwrap_or(0.0))
+        .sum()
+}
+
+/// `MemTotal` of `/proc/meminfo`, in KiB.
+pub fn mem_total_kib() -> anyhow::Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no MemTotal line")
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`).
+pub fn load_average() -> anyhow::Result<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").context("reading /proc/loadavg")?;
+    let mut fields = text.split_whitespace().map(str::parse::<f64>);
+    let mut next = || -> anyhow::Result<f64> { Ok(fields.next().context("short loadavg")??) };
+    Ok([next()?, next()?, next()?])
+}

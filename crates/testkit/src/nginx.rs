@@ -10,7 +10,7 @@
 //! [`Nginx::keep_files`] asked for it).
 //!
 //! Used by the integration tests (`crates/tradecast/tests/nginx.rs`) and by
-//! `tradecast-bench scale`. Like the rest of the crate it uses only `std`.
+//! `tradecast-bench` (its 3-node topology). Like the rest of the crate it uses only `std`.
 //!
 //! The binary is `nginx` on `PATH`, else `/usr/sbin/nginx` (Debian's `nginx` package;
 //! `scripts/test.sh` installs it when missing).

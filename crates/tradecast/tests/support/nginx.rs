@@ -1,5 +1,5 @@
 //! The real nginx in front of nodes, configured by `deploy/nginx.conf.template`: the
-//! launcher lives in `tradecast-testkit` (shared with `tradecast-bench scale`).
+//! launcher lives in `tradecast-testkit` (shared with `tradecast-bench` (its 3-node topology)).
 // Only some test binaries use it.
 #![allow(unused_imports)]
 
