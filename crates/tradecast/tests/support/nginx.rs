@@ -1,5 +1,5 @@
 //! The real nginx in front of nodes, configured by `deploy/nginx.conf.template`: the
-//! launcher lives in `tradecast-testkit` (shared with `tradecast-bench` (its 3-node topology)).
+//! launcher lives in `tradecast-testkit` (shared with the 3-node topology of `tradecast-bench`).
 // Only some test binaries use it.
 #![allow(unused_imports)]
 
