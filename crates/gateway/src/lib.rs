@@ -16,6 +16,8 @@
 //! - [`http`]: the public listener (upgrade on `/ws` and `/`, the page).
 //! - [`origin`]: which browser pages may open a WebSocket (`--allowed-origins`).
 //! - [`session`]: one connection's task: requests, writes, heartbeat, drain.
+//! - `subscriptions`: a connection's channels, and its channel requests waiting
+//!   for the broker without holding up the session.
 //! - [`pipeline`]: applies ingest events in order and publishes their effects.
 //! - [`admin`]: health, readiness, metrics, `POST /v1/events`.
 //! - [`events_body`]: parsing a `POST /v1/events` body (an event or an array).
@@ -33,6 +35,7 @@ pub mod origin;
 pub mod pipeline;
 pub mod rate;
 pub mod session;
+mod subscriptions;
 mod telemetry;
 
 use std::net::SocketAddr;

@@ -5,7 +5,10 @@
 //! and watches for the node draining. While a write is stuck (the client stopped
 //! reading), the task still notices the outbox closing or the heartbeat deadline and
 //! drops the connection, so a stalled client never holds resources for long and
-//! never slows anyone else: publishers only ever touch its outbox.
+//! never slows anyone else: publishers only ever touch its outbox. Nor does the task
+//! ever wait on the broker: a subscribe that needs Redis is in flight next to the
+//! socket ([`Subscriptions`]), so a slow or vanished Redis delays only the replies
+//! that need it, never the `welcome`, a `pong` or the heartbeat.
 
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -16,12 +19,13 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_websockets::{CloseCode, Message};
 use tradecast_broker::{CloseReason, Outbox};
-use tradecast_protocol::client::{Request, RequestKind, Since, Token};
+use tradecast_protocol::client::{Request, RequestKind, Token};
 use tradecast_protocol::{Channel, Principal, server};
 
 use crate::auth::Identity;
 use crate::node::{ConnectionGuard, Node};
 use crate::rate::TokenBucket;
+use crate::subscriptions::{ChannelRequest, Subscriptions};
 
 /// Close codes of the protocol (DESIGN.md, "Close codes").
 pub mod close {
@@ -55,7 +59,7 @@ struct Session {
     /// When the connection's token expires (close 4001); an in-band `auth` moves it.
     expires_at: Instant,
     outbox: Arc<Outbox>,
-    channels: Vec<Channel>,
+    subscriptions: Subscriptions,
     inbound: TokenBucket,
 }
 
@@ -69,11 +73,11 @@ pub async fn run(node: Arc<Node>, mut socket: Socket, identity: Identity, guard:
     let outbox = Arc::new(Outbox::new(guard.id(), node.config.outbox));
     let inbound = TokenBucket::new(node.config.max_inbound_rate);
     let mut session = Session {
+        subscriptions: Subscriptions::new(node.clone(), outbox.clone()),
         node,
         principal,
         expires_at,
         outbox,
-        channels: Vec::new(),
         inbound,
     };
     // Log lines name the connection and the user by number, never a token or a name.
@@ -113,10 +117,15 @@ impl Session {
             heartbeat.as_millis() as u64,
             &names,
         ));
+        // Subscribed in order, without holding up the welcome (see Subscriptions).
         for channel in defaults {
-            if let Err(end) = self.subscribe(channel, None, None).await {
-                return end;
-            }
+            self.subscriptions
+                .request(ChannelRequest::Subscribe {
+                    channel,
+                    since: None,
+                    id: None,
+                })
+                .await;
         }
 
         let mut draining = self.node.draining();
@@ -204,6 +213,9 @@ impl Session {
                         }
                     }
                 }
+                done = self.subscriptions.next_done(), if self.subscriptions.is_busy() => {
+                    self.subscriptions.complete(done).await;
+                }
                 _ = draining.changed(), if drain_close.is_none() => {}
             }
         }
@@ -214,9 +226,10 @@ impl Session {
     /// socket still has not taken the batch [`SLOW_CONSUMER_GRACE`] later: then it is
     /// stuck and a close frame could not get through either. A write that finishes
     /// in time is followed by the 4009 close. `timer` is the session's timer,
-    /// borrowed so a stuck write needs no timer of its own.
+    /// borrowed so a stuck write needs no timer of its own. (`&mut self`: the
+    /// session is `Send` but not `Sync`, because of its subscribe in flight.)
     async fn write(
-        &self,
+        &mut self,
         socket: &mut Socket,
         batch: &mut Vec<Bytes>,
         mut timer: Pin<&mut Sleep>,
@@ -312,23 +325,18 @@ impl Session {
                         Some(&channel),
                     );
                 }
-                let known = self.channels.contains(&parsed);
-                if !known && self.channels.len() >= self.node.config.max_subscriptions {
-                    return self.reply_error(
-                        id,
-                        "too_many_subscriptions",
-                        "unsubscribe from a channel first",
-                        Some(&channel),
-                    );
-                }
-                self.subscribe(parsed, since.as_ref(), id).await
+                self.subscriptions
+                    .request(ChannelRequest::Subscribe {
+                        channel: parsed,
+                        since,
+                        id: id.cloned(),
+                    })
+                    .await;
+                Ok(())
             }
             RequestKind::Unsubscribe { channel } => {
-                let Some(index) = channel
-                    .parse::<Channel>()
-                    .ok()
-                    .and_then(|c| self.channels.iter().position(|s| *s == c))
-                else {
+                let Ok(parsed) = channel.parse::<Channel>() else {
+                    // An unparsable name is never held.
                     return self.reply_error(
                         id,
                         "not_subscribed",
@@ -336,10 +344,12 @@ impl Session {
                         Some(&channel),
                     );
                 };
-                let parsed = self.channels.swap_remove(index);
-                self.node.broker.unsubscribe(&parsed, &self.outbox).await;
-                metrics::gauge!("tradecast_subscriptions").decrement(1.0);
-                self.outbox.push(server::unsubscribed(id, &channel));
+                self.subscriptions
+                    .request(ChannelRequest::Unsubscribe {
+                        channel: parsed,
+                        id: id.cloned(),
+                    })
+                    .await;
                 Ok(())
             }
             RequestKind::Auth { token } => self.refresh(&token, id),
@@ -374,41 +384,6 @@ impl Session {
         Ok(())
     }
 
-    /// Subscribe (or resync) a channel; the broker queues the reply and the data.
-    async fn subscribe(
-        &mut self,
-        channel: Channel,
-        since: Option<&Since>,
-        id: Option<&serde_json::Value>,
-    ) -> Result<(), End> {
-        match self
-            .node
-            .broker
-            .subscribe(&channel, since, &self.outbox, id)
-            .await
-        {
-            Ok(position) => {
-                if since.is_some() {
-                    let outcome = if position.recovered {
-                        "recovered"
-                    } else {
-                        "snapshot"
-                    };
-                    metrics::counter!("tradecast_resumes_total", "outcome" => outcome).increment(1);
-                }
-                if !self.channels.contains(&channel) {
-                    self.channels.push(channel);
-                    metrics::gauge!("tradecast_subscriptions").increment(1.0);
-                }
-                Ok(())
-            }
-            Err(error) => {
-                let name = channel.to_string();
-                self.reply_error(id, "unavailable", &error.to_string(), Some(&name))
-            }
-        }
-    }
-
     fn reply_error(
         &self,
         id: Option<&serde_json::Value>,
@@ -416,16 +391,24 @@ impl Session {
         message: &str,
         channel: Option<&str>,
     ) -> Result<(), End> {
-        metrics::counter!("tradecast_inbound_errors_total", "code" => code).increment(1);
-        self.outbox.push(server::error(id, code, message, channel));
+        reply_error(&self.outbox, id, code, message, channel);
         Ok(())
     }
 
     async fn leave_all(&mut self) {
         self.outbox.close(CloseReason::Gone);
-        for channel in self.channels.drain(..) {
-            self.node.broker.unsubscribe(&channel, &self.outbox).await;
-            metrics::gauge!("tradecast_subscriptions").decrement(1.0);
-        }
+        self.subscriptions.leave_all().await;
     }
+}
+
+/// Queue an `error` reply (counted by code); the connection stays open.
+pub(crate) fn reply_error(
+    outbox: &Outbox,
+    id: Option<&serde_json::Value>,
+    code: &'static str,
+    message: &str,
+    channel: Option<&str>,
+) {
+    metrics::counter!("tradecast_inbound_errors_total", "code" => code).increment(1);
+    outbox.push(server::error(id, code, message, channel));
 }
