@@ -132,3 +132,46 @@ async fn a_replayed_origin_is_not_appended_again_and_resume_replays_the_rest() {
         .collect();
     assert_eq!(replay, [2, 3], "{got:?}");
 }
+
+fn live(n: u64) -> Publish {
+    Publish::Ephemeral {
+        channel: "alerts".into(),
+        key: format!("live:{n}"),
+        message: Bytes::from(format!(r#"{{"type":"live","channel":"alerts","n":{n}}}"#)),
+        retain: false,
+    }
+}
+
+/// Ephemeral messages of one channel travel as one frame per run between its
+/// durable messages: the other node gets every one of them, in publishing order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_runs_keep_their_place_between_durable_messages() {
+    let redis = RedisServer::start();
+    let (publisher, listener) = (broker(&redis).await, broker(&redis).await);
+    let outbox = Arc::new(Outbox::new(3, OutboxLimits::default()));
+    listener
+        .subscribe(&Channel::Alerts, None, &outbox, None)
+        .await
+        .unwrap();
+    publisher
+        .publish(vec![
+            live(1),
+            live(2),
+            alert(3, None),
+            live(4),
+            alert(5, None),
+            live(6),
+            live(7),
+            live(8),
+        ])
+        .await
+        .unwrap();
+    let got = frames(&outbox, 9).await;
+    let order: Vec<u64> = got
+        .iter()
+        .filter(|f| f["type"] == "live" || f["type"] == "alert")
+        .map(|f| f["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(order, [1, 2, 3, 4, 5, 6, 7, 8], "{got:?}");
+    assert_eq!(seqs(&got), [1, 2]);
+}

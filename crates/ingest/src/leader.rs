@@ -128,6 +128,8 @@ struct Leader {
     seen_state: bool,
     /// Consecutive times this node took the lease without any state to lead with.
     empty_handed: u32,
+    /// The live figures being published, if any (see [`Leader::live_sent`]).
+    live: Option<JoinHandle<()>>,
 }
 
 /// A node without state gives the lease back this many times (once per lease
@@ -165,6 +167,7 @@ async fn run(
         era: None,
         seen_state: false,
         empty_handed: 0,
+        live: None,
     };
     loop {
         if *shutdown.borrow() {
@@ -175,6 +178,7 @@ async fn run(
                 tracing::info!(consumer = %leader.consumer, "leading ingest");
                 metrics::gauge!("tradecast_ingest_leader").set(1.0);
                 let outcome = leader.lead(&mut shutdown).await;
+                leader.live_sent().await;
                 metrics::gauge!("tradecast_ingest_leader").set(0.0);
                 match outcome {
                     Ok(()) => {
@@ -250,10 +254,8 @@ impl Leader {
             if Instant::now() >= flush_at {
                 flush_at = Instant::now() + FLUSH_EVERY;
                 let live = self.engine.flush_live(now_ms());
-                if !live.is_empty()
-                    && let Err(error) = self.broker.publish(to_batch(live, None)).await
-                {
-                    tracing::warn!(%error, "live figures not published");
+                if !live.is_empty() {
+                    self.publish_live(to_batch(live, None)).await;
                 }
             }
             if Instant::now() >= checkpoint_at {
@@ -538,11 +540,34 @@ impl Leader {
         }
     }
 
+    /// Start publishing live figures and go on reading meanwhile: a portfolio's
+    /// live figures are tens of messages every push, and waiting for Redis to take
+    /// them all would hold up the trade events behind them. One such publish is in
+    /// flight at a time, and it completes before anything else is published, so
+    /// every channel still gets its messages (and its snapshots) in order.
+    async fn publish_live(&mut self, batch: Vec<Publish>) {
+        self.live_sent().await;
+        let broker = self.broker.clone();
+        self.live = Some(tokio::spawn(async move {
+            if let Err(error) = broker.publish(batch).await {
+                tracing::warn!(%error, "live figures not published");
+            }
+        }));
+    }
+
+    /// Wait until the live figures being published (if any) are with the broker.
+    async fn live_sent(&mut self) {
+        if let Some(live) = self.live.take() {
+            let _ = live.await;
+        }
+    }
+
     /// Publish until the broker has it all, as long as we still lead.
     async fn publish_durably(&mut self, batch: Vec<Publish>) -> anyhow::Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
+        self.live_sent().await;
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.broker.publish(batch.clone()).await {

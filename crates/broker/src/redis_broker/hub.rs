@@ -122,6 +122,11 @@ pub(crate) async fn run(
                 message,
             }) => hub.durable(epoch, seq, message).await,
             HubCmd::Frame(Frame::Ephemeral { key, message }) => hub.ephemeral(&key, message),
+            HubCmd::Frame(Frame::Ephemerals(messages)) => {
+                for (key, message) in messages {
+                    hub.ephemeral(&key, message);
+                }
+            }
             HubCmd::Frame(Frame::Restored) => hub.restored().await,
             HubCmd::Join(join) => hub.join(join).await,
             HubCmd::Leave(id) => {
