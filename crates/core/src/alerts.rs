@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use tradecast_protocol::Channel;
 
 use crate::effect::encode;
@@ -29,9 +29,20 @@ pub struct Alert {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub margin: Option<f64>,
     /// Percent; `null` on an account alert when the margin is 0.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub margin_level: Option<Option<f64>>,
     pub ts: u64,
+}
+
+/// A field that is present, even as `null`: `Some(None)`, so that an alert read back
+/// from a checkpoint still says `"margin_level":null` (plain serde reads `null` as an
+/// absent field, `None`). Absent fields are `None` through `#[serde(default)]`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    Option::<f64>::deserialize(d).map(Some)
 }
 
 /// The most recent alerts, for the `alerts_full` snapshot.
@@ -64,5 +75,34 @@ impl AlertLog {
                 recent: &self.recent,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_null_margin_level_survives_a_round_trip() {
+        for margin_level in [None, Some(None), Some(Some(95.6))] {
+            let alert = Alert {
+                kind: "margin_call".into(),
+                op: Some("enter".into()),
+                login: 42,
+                symbol: None,
+                volume: None,
+                deal: None,
+                equity: None,
+                margin: None,
+                margin_level,
+                ts: 1,
+            };
+            let text = serde_json::to_string(&alert).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Alert>(&text).unwrap(),
+                alert,
+                "{text}"
+            );
+        }
     }
 }

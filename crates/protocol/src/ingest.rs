@@ -132,8 +132,10 @@ pub fn parse_value(value: Value) -> Result<IngestEvent, IngestError> {
         }
         Some(v) if v.as_u64() == Some(1) => {}
         Some(v) => {
+            // The reason stays one short sentence whatever `v` holds.
+            let shown: String = v.to_string().chars().take(40).collect();
             return Err(IngestError::new(format!(
-                "unsupported version v={v} (expected 1)"
+                "unsupported version v={shown} (expected 1)"
             )));
         }
     }
