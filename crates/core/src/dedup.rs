@@ -36,7 +36,11 @@ impl SeqWindow {
         if self.above.len() > Self::CAPACITY {
             self.floor = self.above.pop_first().expect("window is not empty");
         }
-        while self.above.first() == Some(&(self.floor + 1)) {
+        while self
+            .floor
+            .checked_add(1)
+            .is_some_and(|next| self.above.first() == Some(&next))
+        {
             self.floor = self.above.pop_first().expect("checked first");
         }
     }

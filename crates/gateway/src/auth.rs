@@ -144,7 +144,7 @@ impl Authenticator {
         let claims = Claims {
             sub: Value::from(principal.id.to_string()),
             role: principal.role.as_str().to_owned(),
-            exp: now + ttl_secs,
+            exp: now.saturating_add(ttl_secs),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

@@ -317,6 +317,11 @@ pub struct Deal {
     pub ib_commissions: Option<Vec<IbPayout>>,
 }
 
+/// Most `ib_commissions` one deal may carry. Real IB trees are a handful of levels
+/// deep; the bound keeps one event's durable effects within the origins a replay can
+/// recognise (`tradecast_ingest::effects::ORIGINS_PER_EVENT`).
+pub const MAX_PAYOUTS: usize = 64;
+
 /// One element of a deal's `ib_commissions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IbPayout {
@@ -793,6 +798,9 @@ impl Fields<'_> {
         let items = value
             .as_array()
             .ok_or_else(|| self.error(format!("{name} must be an array")))?;
+        if items.len() > MAX_PAYOUTS {
+            return Err(self.error(format!("{name} has more than {MAX_PAYOUTS} entries")));
+        }
         items
             .iter()
             .enumerate()
@@ -1118,6 +1126,11 @@ mod tests {
             r#"{{{ENV},"type":"deal","login":1,"deal":2,"action":"sell","entry":"out","symbol":"EURUSD","vol":1,"ib_commissions":[{{"ib":5,"level":1}}]}}"#
         );
         assert_eq!(reject(&d), "deal: ib_commissions[0]: missing field amount");
+        let many = vec![r#"{"ib":5,"level":1,"amount":1}"#; MAX_PAYOUTS + 1].join(",");
+        let d = format!(
+            r#"{{{ENV},"type":"deal","login":1,"deal":2,"action":"sell","entry":"out","symbol":"EURUSD","vol":1,"ib_commissions":[{many}]}}"#
+        );
+        assert_eq!(reject(&d), "deal: ib_commissions has more than 64 entries");
         let d = format!(r#"{{{ENV},"type":"ib_link","op":"set","login":1}}"#);
         assert_eq!(reject(&d), "ib_link: missing field ib");
         let d = format!(r#"{{{ENV},"type":"tick","symbol":"EURUSD","bid":1.2,"ask":1.1}}"#);
