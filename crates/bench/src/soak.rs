@@ -43,7 +43,7 @@ use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::{Semaphore, mpsc};
@@ -52,7 +52,9 @@ use tradecast_gateway::Authenticator;
 use tradecast_protocol::{Principal, Role};
 use tradecast_testkit::RedisServer;
 
-use crate::common::{http_get, redis_pid, source_version};
+use crate::common::{
+    die_with_parent, http_get, metric_sum, post_events, redis_pid, source_version,
+};
 use crate::procfs;
 
 #[derive(Debug, Args)]
@@ -123,7 +125,7 @@ const TRADER_BASE: u64 = 1_000_000;
 const EXTRA_GROUP_EVERY: usize = 100;
 /// Traffic is posted in one batch per this interval.
 const BATCH: Duration = Duration::from_millis(100);
-/// One handshake, one POST, one wait for the node: each is bounded by this.
+/// A handshake, and the node's start, are each bounded by this.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Memory "levels off" when it grew less than this, in percent (see `Verdict`).
 const LEVEL_OFF_PCT: f64 = 2.0;
@@ -1050,30 +1052,6 @@ fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// `POST /v1/events` with a JSON array; fails unless the node answers 200.
-async fn post_events(admin: SocketAddr, events: &[Value]) -> anyhow::Result<()> {
-    let body = serde_json::to_string(events)?;
-    let exchange = async {
-        let mut stream = TcpStream::connect(admin).await?;
-        let request = format!(
-            "POST /v1/events HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        anyhow::Ok(response)
-    };
-    let response = tokio::time::timeout(STEP_TIMEOUT, exchange)
-        .await
-        .context("POST /v1/events timed out")??;
-    if !response.starts_with("HTTP/1.1 200") {
-        bail!("POST /v1/events: {:.300}", response);
-    }
-    Ok(())
-}
-
 /// What the traffic task did.
 #[derive(Debug, Default, Serialize)]
 struct Posted {
@@ -1121,7 +1099,7 @@ async fn traffic(
         if batch.is_empty() {
             continue;
         }
-        match post_events(admin, &batch).await {
+        match post_events(admin, &Value::Array(batch).to_string()).await {
             Ok(()) => {
                 posted.batches += 1;
                 posted.ticks += n_forex + n_other;
@@ -1215,14 +1193,7 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe; it only sets a flag of the child. The
-        // node then dies with this process even when this one is killed outright.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut command);
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", tradecast.display()))?;
@@ -1255,14 +1226,7 @@ impl Node {
     async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         let (status, body) = http_get(self.admin, "/metrics").await?;
         anyhow::ensure!(status == 200, "/metrics answered {status}");
-        Ok(body
-            .lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .fold(0.0, |a, b| a + b))
+        Ok(metric_sum(&body, name))
     }
 
     async fn wait_for(
@@ -1367,7 +1331,7 @@ impl Sampler {
             redis_rss_kib: self.redis_pid.and_then(|p| procfs::rss_kib(p).ok()),
             redis_cpu_pct: self.redis_pid.map(|_| pct(2)),
             machine_cpu_pct: pct(3),
-            load_avg_1m: load_average(),
+            load_avg_1m: procfs::load_average().map_or(0.0, |l| l[0]),
             node_connections: node.metric("tradecast_connections").await.unwrap_or(-1.0) as u64,
             client_connections: Counters::get(&c.up),
             messages_per_s: ((frames - frames_then) as f64 / secs).round(),
@@ -1379,13 +1343,6 @@ impl Sampler {
             not_recovered_total: Counters::get(&c.not_recovered),
         })
     }
-}
-
-fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn print_sample(s: &Sample) {
@@ -1481,18 +1438,9 @@ fn verdict(samples: &[Sample], duration_s: f64, warmup_s: f64) -> Option<Verdict
 // The run
 // ---------------------------------------------------------------------------
 
-/// Runs the soak; Ctrl-C or SIGTERM stop it with the node and Redis killed (they are
-/// killed when dropped, and dropping the future drops them).
+/// Runs the soak. On Ctrl-C or SIGTERM `main` drops this future, and with it the
+/// node and Redis (both are killed when dropped).
 pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = soak(args) => result,
-        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
-        _ = term.recv() => bail!("terminated"),
-    }
-}
-
-async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.sample_secs > 0, "--sample-secs must be positive");
     anyhow::ensure!(
         args.forex_tick_rate >= 0.0 && args.tick_rate >= args.forex_tick_rate,
@@ -1564,7 +1512,7 @@ async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     let mut generator = Traffic::new(args.seed, &population);
     let setup = generator.setup();
     for chunk in setup.chunks(500) {
-        post_events(node.admin, chunk)
+        post_events(node.admin, &serde_json::to_string(chunk)?)
             .await
             .context("posting the set-up events")?;
     }
@@ -1829,12 +1777,6 @@ async fn soak(args: SoakArgs) -> anyhow::Result<()> {
 /// Cores, memory and CPU model, from `/proc`.
 fn machine() -> Value {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let meminfo = read("/proc/meminfo");
-    let mem_kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
     let cpuinfo = read("/proc/cpuinfo");
     let model = cpuinfo
         .lines()
@@ -1842,7 +1784,7 @@ fn machine() -> Value {
         .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned());
     json!({
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
-        "memory_kib": mem_kib,
+        "memory_kib": procfs::mem_total_kib().unwrap_or(0),
         "cpu": model,
         "kernel": read("/proc/sys/kernel/osrelease").trim(),
         "note": "shared: other engineers compiled and ran tests on the same 2 cores during the run",

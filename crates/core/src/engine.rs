@@ -879,6 +879,14 @@ impl Engine {
             .remove(&close.position_id)
             .expect("owner has the position");
         portfolio.pushed.positions.remove(&close.position_id);
+        // An emptied BTreeMap keeps its root node (~2 KiB here): give it back, or every
+        // account that ever traded holds on to one per map.
+        if portfolio.positions.is_empty() {
+            portfolio.positions = BTreeMap::new();
+        }
+        if portfolio.pushed.positions.is_empty() {
+            portfolio.pushed.positions = BTreeMap::new();
+        }
         if let Some(account) = &mut portfolio.account {
             account.server_margin = None;
         }
