@@ -5,11 +5,10 @@
 //! inputs are the committed seeds (`fuzz/corpus/engine_events/`) and every input that
 //! once crashed a target (`fuzz/regressions/engine_events/`).
 
-use std::path::PathBuf;
-
 use serde_json::Value;
 use tradecast_core::{Effect, Engine, EngineConfig, Rejected};
 use tradecast_protocol::ingest;
+use tradecast_testkit::fuzz;
 
 /// Keys whose value is always a number: a `null` there is a NaN or an infinity.
 /// (Not `volume`: a working order without `vol_current` has a `null` one.)
@@ -31,31 +30,10 @@ const FIGURES: &[&str] = &[
     "swap",
 ];
 
-fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
-    let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut inputs = Vec::new();
-    for dir in ["corpus", "regressions"] {
-        let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.expect("readable fuzz directory").path();
-            let bytes = std::fs::read(&path).expect("readable fuzz input");
-            inputs.push((path.display().to_string(), bytes));
-        }
-    }
-    assert!(
-        !inputs.is_empty(),
-        "no fuzz inputs for {target} under {}",
-        fuzz.display()
-    );
-    inputs
-}
-
 #[test]
 fn event_streams_apply_without_panic() {
     let mut messages = 0;
-    for (name, bytes) in inputs("engine_events") {
+    for (name, bytes) in fuzz::inputs("engine_events") {
         let mut engine = Engine::new(EngineConfig::default());
         let mut now = 0u64;
         let mut applied = Vec::new();

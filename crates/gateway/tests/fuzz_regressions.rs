@@ -3,8 +3,6 @@
 //! seeds (`fuzz/corpus/<target>/`) and every input that once crashed or hung a target
 //! (`fuzz/regressions/<target>/`). None may panic, and each gets a sensible answer.
 
-use std::path::PathBuf;
-
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -14,6 +12,7 @@ use tradecast_gateway::Authenticator;
 use tradecast_gateway::credentials::bearer_token;
 use tradecast_gateway::events_body::{self, BodyError};
 use tradecast_protocol::ingest;
+use tradecast_testkit::fuzz;
 
 /// The fuzz target's secret and throwaway P-256 key pair (`fuzz/fuzz_targets/jwt.rs`).
 const SECRET: &str = "fuzz-secret";
@@ -26,28 +25,6 @@ const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEmitNcTjwXoPspSUPQ7WFuVJgN5Ua
 2UBIzwzI5Oyvr+HU7XskPQ23XSeySuzomHO5BP26Hth1cpY7c7Yvnb8aAQ==
 -----END PUBLIC KEY-----";
-
-/// The seeds and regressions of `target`, as (file name, bytes).
-fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
-    let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut inputs = Vec::new();
-    for dir in ["corpus", "regressions"] {
-        let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.expect("readable fuzz directory").path();
-            let bytes = std::fs::read(&path).expect("readable fuzz input");
-            inputs.push((path.display().to_string(), bytes));
-        }
-    }
-    assert!(
-        !inputs.is_empty(),
-        "no fuzz inputs for {target} under {}",
-        fuzz.display()
-    );
-    inputs
-}
 
 /// `base64(header).base64(claims).signature`, as the fuzz target signs its shapes 1–3.
 fn signed(header: &[u8], claims: &[u8], key: &EncodingKey, alg: Algorithm) -> String {
@@ -67,7 +44,7 @@ fn tokens_verify_without_panic() {
     let hmac_key = EncodingKey::from_secret(SECRET.as_bytes());
     let ec_key = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();
     let mut accepted = 0;
-    for (name, bytes) in inputs("jwt") {
+    for (name, bytes) in fuzz::inputs("jwt") {
         let Some((&shape, rest)) = bytes.split_first() else {
             continue;
         };
@@ -115,7 +92,7 @@ fn tokens_verify_without_panic() {
 
 #[test]
 fn credentials_are_found_without_panic() {
-    for (name, bytes) in inputs("bearer_token") {
+    for (name, bytes) in fuzz::inputs("bearer_token") {
         // The first line is the query string, the others `Name: value` headers.
         let text = String::from_utf8_lossy(&bytes);
         let (query, lines) = match text.split_once('\n') {
@@ -143,7 +120,7 @@ fn credentials_are_found_without_panic() {
 #[test]
 fn event_bodies_parse_without_panic() {
     let mut events = 0;
-    for (name, bytes) in inputs("events_body") {
+    for (name, bytes) in fuzz::inputs("events_body") {
         match events_body::parse(&bytes) {
             Ok(body) => {
                 assert_eq!(body.events.len(), body.raw.len(), "{name}");

@@ -4,34 +4,11 @@
 //! hung a target (`fuzz/regressions/<target>/`). None may panic, and each gets a
 //! sensible answer.
 
-use std::path::PathBuf;
-
 use serde_json::Value;
 use tradecast_protocol::client::{Request, RequestKind};
 use tradecast_protocol::ingest;
 use tradecast_protocol::{Channel, server};
-
-/// The seeds and regressions of `target`, as (file name, bytes).
-fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
-    let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut inputs = Vec::new();
-    for dir in ["corpus", "regressions"] {
-        let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.expect("readable fuzz directory").path();
-            let bytes = std::fs::read(&path).expect("readable fuzz input");
-            inputs.push((path.display().to_string(), bytes));
-        }
-    }
-    assert!(
-        !inputs.is_empty(),
-        "no fuzz inputs for {target} under {}",
-        fuzz.display()
-    );
-    inputs
-}
+use tradecast_testkit::fuzz;
 
 fn is_json_object(bytes: &[u8]) -> bool {
     serde_json::from_slice::<Value>(bytes).is_ok_and(|v| v.is_object())
@@ -39,7 +16,7 @@ fn is_json_object(bytes: &[u8]) -> bool {
 
 #[test]
 fn client_frames_parse_without_panic() {
-    for (name, bytes) in inputs("client_frame") {
+    for (name, bytes) in fuzz::inputs("client_frame") {
         let text = String::from_utf8_lossy(&bytes);
         let request = match Request::parse(&text) {
             Ok(request) => request,
@@ -73,7 +50,7 @@ fn client_frames_parse_without_panic() {
 #[test]
 fn ingest_entries_parse_without_panic() {
     let mut accepted = 0;
-    for (name, bytes) in inputs("ingest_entry") {
+    for (name, bytes) in fuzz::inputs("ingest_entry") {
         let parsed = ingest::parse(&bytes);
         if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
             assert_eq!(ingest::parse_value(value), parsed, "{name}");

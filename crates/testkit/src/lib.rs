@@ -34,6 +34,7 @@
 //! `redis-server` package installs both in `/usr/bin`; `scripts/test.sh` installs it
 //! when missing).
 
+pub mod fuzz;
 pub mod nginx;
 mod proxy;
 
