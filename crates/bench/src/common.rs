@@ -208,3 +208,27 @@ pub fn redis_pid(port: u16) -> Option<u32> {
                 .then_some(pid)
         })
 }
+
+/// `IP_BIND_ADDRESS_NO_PORT`: with it, `bind(ip:0)` leaves the port to `connect()`,
+/// which may reuse one port towards different destinations; without it every bound
+/// socket takes a port out of the ephemeral range for good.
+pub fn bind_address_no_port(socket: &tokio::net::TcpSocket) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    anyhow::ensure!(
+        rc == 0,
+        "IP_BIND_ADDRESS_NO_PORT: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}

@@ -53,7 +53,8 @@ use tradecast_protocol::{Principal, Role};
 use tradecast_testkit::RedisServer;
 
 use crate::common::{
-    die_with_parent, http_get, metric_sum, post_events, redis_pid, source_version,
+    bind_address_no_port, die_with_parent, http_get, metric_sum, post_events, redis_pid,
+    source_version,
 };
 use crate::procfs;
 
@@ -385,30 +386,6 @@ async fn handshake(server: SocketAddr, local: Ipv4Addr, token: &str) -> anyhow::
         .await
         .context("WebSocket upgrade refused")?;
     Ok(ws)
-}
-
-/// `IP_BIND_ADDRESS_NO_PORT`: with it, `bind(ip:0)` leaves the port to `connect()`,
-/// which may reuse one port towards different destinations; without it every bound
-/// socket takes a port out of the ephemeral range for good.
-fn bind_address_no_port(socket: &TcpSocket) -> anyhow::Result<()> {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    anyhow::ensure!(
-        rc == 0,
-        "IP_BIND_ADDRESS_NO_PORT: {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(())
 }
 
 /// Connection `i` for the whole soak: connect, serve, and after every close

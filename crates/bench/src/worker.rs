@@ -51,7 +51,7 @@ use tokio_websockets::{ClientBuilder, Message, WebSocketStream};
 use tradecast_gateway::Authenticator;
 use tradecast_protocol::{Principal, Role};
 
-use crate::common::{encode_histogram, histogram, now_us};
+use crate::common::{bind_address_no_port, encode_histogram, histogram, now_us};
 
 /// A run of users of one role with consecutive ids: `client:100001:500`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1033,27 +1033,6 @@ impl Ws {
             }
         }
     }
-}
-
-fn bind_address_no_port(socket: &TcpSocket) -> anyhow::Result<()> {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    anyhow::ensure!(
-        rc == 0,
-        "IP_BIND_ADDRESS_NO_PORT: {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(())
 }
 
 #[cfg(test)]
