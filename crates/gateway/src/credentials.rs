@@ -25,27 +25,10 @@ pub fn bearer_token(query: Option<&str>, headers: &HeaderMap) -> Option<String> 
     from_query.or_else(from_header).filter(|t| !t.is_empty())
 }
 
-/// JWTs are URL-safe, but a client may still percent-encode the query value.
+/// JWTs are URL-safe, but a client may still percent-encode the query value. A `%`
+/// not followed by two hex digits stays as it is.
 fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(value)
+        .decode_utf8_lossy()
+        .into_owned()
 }
