@@ -325,8 +325,10 @@ fn write_side(id: u64, mut to: TcpStream, from: TcpStream, rx: Receiver<Chunk>, 
         match chunk {
             Chunk::Data(_, data) => {
                 if to.write_all(&data).is_err() {
-                    // The destination is gone: so is the source's reason to send.
-                    let _ = from.shutdown(Shutdown::Both);
+                    // The destination is gone: so is the source's reason to send. Only
+                    // stop reading from it: the other direction may still have bytes
+                    // for it (a close frame held while the path was cut).
+                    let _ = from.shutdown(Shutdown::Read);
                     return;
                 }
             }
