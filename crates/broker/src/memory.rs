@@ -8,7 +8,7 @@
 //! never claims to continue an old log.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -37,6 +37,18 @@ impl Default for Retention {
             max_age: Duration::from_secs(600),
         }
     }
+}
+
+/// How often [`MemoryBroker::spawn_sweeper`] drops expired history.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// What the channel logs hold after a [`sweep`](MemoryBroker::sweep).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub channels: usize,
+    /// Durable messages kept for resume, and their bytes.
+    pub history_messages: usize,
+    pub history_bytes: usize,
 }
 
 /// Channel logs held in this process.
@@ -73,6 +85,10 @@ impl ChannelLog {
             } else {
                 break;
             }
+        }
+        if self.history.is_empty() && self.history.capacity() > 0 {
+            // A quiet channel gives its ring buffer back too.
+            self.history = VecDeque::new();
         }
     }
 
@@ -156,6 +172,48 @@ impl MemoryBroker {
         log.fan_out(&message, |outbox| {
             outbox.push_latest(conflation, message.clone())
         });
+    }
+
+    /// Drop the history that has outlived `max_age` on every channel, and count what
+    /// is left. Publishing trims only the channel it appends to, so without this a
+    /// channel that goes quiet keeps its last messages for as long as it stays quiet:
+    /// with many accounts that trade now and then, that is most channels, and the
+    /// history would grow with every account that ever traded instead of with the
+    /// message rate times `max_age` (the soak measured it).
+    pub fn sweep(&self, now: Instant) -> Held {
+        let logs: Vec<_> = self.channels.read().values().cloned().collect();
+        let mut held = Held {
+            channels: logs.len(),
+            ..Held::default()
+        };
+        for log in logs {
+            let mut log = log.lock();
+            log.trim(&self.retention, now);
+            held.history_messages += log.history.len();
+            held.history_bytes += log.history.iter().map(|(_, _, m)| m.len()).sum::<usize>();
+        }
+        held
+    }
+
+    /// Sweep every few seconds for as long as the broker lives, reporting what the
+    /// logs hold as the `tradecast_channels`, `tradecast_history_messages` and
+    /// `tradecast_history_bytes` gauges.
+    pub fn spawn_sweeper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let broker: Weak<MemoryBroker> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(broker) = broker.upgrade() else {
+                    return;
+                };
+                let held = broker.sweep(Instant::now());
+                metrics::gauge!("tradecast_channels").set(held.channels as f64);
+                metrics::gauge!("tradecast_history_messages").set(held.history_messages as f64);
+                metrics::gauge!("tradecast_history_bytes").set(held.history_bytes as f64);
+            }
+        })
     }
 
     /// Replace the channel's snapshot.
@@ -350,6 +408,39 @@ mod tests {
                 (Some("alerts_full"), Some(5))
             );
         }
+    }
+
+    #[tokio::test]
+    async fn sweep_drops_expired_history_of_quiet_channels() {
+        let broker = MemoryBroker::new(Retention {
+            max_messages: 100,
+            max_age: Duration::from_secs(60),
+        });
+        for n in 1..=3 {
+            broker.publish_durable("alerts", msg(n), None);
+        }
+        broker.publish_durable("portfolio:7", msg(4), None);
+        let held = broker.sweep(Instant::now());
+        assert_eq!((held.channels, held.history_messages), (2, 4));
+        assert_eq!(
+            held.history_bytes,
+            (1..=4)
+                .map(|n| server::stamp_seq(&msg(n), 1).len())
+                .sum::<usize>()
+        );
+
+        // Nothing was published since: only the sweep can drop them.
+        let held = broker.sweep(Instant::now() + Duration::from_secs(61));
+        assert_eq!(
+            held,
+            Held {
+                channels: 2,
+                history_messages: 0,
+                history_bytes: 0
+            }
+        );
+        // The seq survives: the next message continues the log.
+        assert_eq!(broker.publish_durable("alerts", msg(5), None), 4);
     }
 
     #[tokio::test]

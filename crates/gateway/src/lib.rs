@@ -79,7 +79,9 @@ impl Gateway {
         let (stop_ingest, stop_rx) = tokio::sync::watch::channel(false);
         let (broker, ingest, ingest_task): (Arc<dyn Broker>, Ingest, _) = match &config.redis {
             None => {
-                let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(config.retention));
+                let memory = Arc::new(MemoryBroker::new(config.retention));
+                memory.spawn_sweeper();
+                let broker: Arc<dyn Broker> = memory;
                 let (pipeline, task) = Pipeline::spawn(config.engine.clone(), broker.clone());
                 (broker, Ingest::Local(pipeline), task)
             }
