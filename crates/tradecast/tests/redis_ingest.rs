@@ -14,17 +14,8 @@ use tradecast_testkit::RedisServer;
 
 /// Dead letters as (reason, original id, d).
 async fn dead_letters(redis: &RedisServer) -> Vec<(String, String, String)> {
-    let client = ::redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let reply: ::redis::streams::StreamRangeReply = ::redis::cmd("XRANGE")
-        .arg("tc:dead")
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
+    xrange(redis, "tc:dead")
         .await
-        .unwrap();
-    reply
-        .ids
         .iter()
         .map(|e| {
             let field = |name: &str| e.get::<String>(name).unwrap_or_default();

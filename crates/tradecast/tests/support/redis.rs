@@ -252,3 +252,17 @@ pub async fn assert_no_more_durable(client: &mut Client, id: u64) {
         assert!(!state, "unexpected message {m}");
     }
 }
+
+/// Every entry of `stream` on `redis`, oldest first.
+pub async fn xrange(redis: &RedisServer, stream: &str) -> Vec<::redis::streams::StreamId> {
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let reply: ::redis::streams::StreamRangeReply = ::redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    reply.ids
+}
