@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# A local tradecast cluster on loopback, for trials by hand: one redis-server, N nodes
-# sharing it, and nginx in front of them configured by deploy/nginx.conf.template (the
-# same file the integration test crates/tradecast/tests/nginx.rs runs).
+# A local tradecast cluster on loopback, for trials by hand: one redis-server (or a
+# 3-master Redis Cluster), N nodes sharing it, and nginx in front of them configured by
+# deploy/nginx.conf.template (the same file the integration test
+# crates/tradecast/tests/nginx.rs runs).
 #
 #   deploy/run-local.sh                  # 3 nodes, nginx on 127.0.0.1:8080
 #   deploy/run-local.sh -n 5 --simulate 200
+#   deploy/run-local.sh --cluster        # the nodes on a 3-master Redis Cluster
 #   deploy/run-local.sh --duration 10    # start, print, stop after 10 s (a smoke test)
 #
 # It prints the URLs and a ready token, then runs until Ctrl-C (or --duration), and
@@ -21,6 +23,7 @@ PORT=8080         # nginx
 NODE_PORT=8081    # node i listens on NODE_PORT + i - 1 ...
 ADMIN_PORT=9101   # ... and its admin listener on ADMIN_PORT + i - 1
 REDIS_PORT=6390   # never 6379: a developer's own Redis may be there
+CLUSTER=0         # 1: three cluster masters on REDIS_PORT, +1, +2
 SIMULATE=0        # events/s written by `tradecast simulate` (0: none)
 DURATION=         # seconds; empty: until Ctrl-C
 KEEP=0
@@ -34,6 +37,8 @@ usage: $0 [options]
       --node-port P     first node's public port (default $NODE_PORT)
       --admin-port P    first node's admin port (default $ADMIN_PORT)
       --redis-port P    redis-server port (default $REDIS_PORT; 6379 is refused)
+      --cluster         a 3-master Redis Cluster on --redis-port and the next two
+                        ports instead of one server (streams {tc}:events, {tc}:ticks)
       --secret S        JWT secret (default \$TRADECAST_JWT_SECRET or a local one)
       --simulate RATE   also run the trade simulator at RATE events/s
       --duration S      stop after S seconds instead of waiting for Ctrl-C
@@ -55,12 +60,17 @@ while [ $# -gt 0 ]; do
     --simulate) SIMULATE=$(number "$1" "${2-}"); shift 2 ;;
     --duration) DURATION=$(number "$1" "${2-}"); shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --cluster) CLUSTER=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
 done
 [ "$NODES" -ge 1 ] || die "--nodes must be at least 1"
-[ "$REDIS_PORT" != 6379 ] || die "--redis-port 6379 is a developer's own Redis; pick another"
+REDIS_PORTS=("$REDIS_PORT")
+[ "$CLUSTER" = 0 ] || REDIS_PORTS=("$REDIS_PORT" $((REDIS_PORT + 1)) $((REDIS_PORT + 2)))
+for p in "${REDIS_PORTS[@]}"; do
+  [ "$p" != 6379 ] || die "--redis-port: 6379 is a developer's own Redis; pick another"
+done
 
 # --- tools -------------------------------------------------------------------------
 find_nginx() {
@@ -80,7 +90,7 @@ if [ ! -x "$BIN" ]; then
 fi
 
 # --- ports -------------------------------------------------------------------------
-PORTS=("$PORT" "$REDIS_PORT")
+PORTS=("$PORT" "${REDIS_PORTS[@]}")
 for ((i = 0; i < NODES; i++)); do PORTS+=($((NODE_PORT + i)) $((ADMIN_PORT + i))); done
 dupes=$(printf '%s\n' "${PORTS[@]}" | sort | uniq -d)
 [ -z "$dupes" ] || die "port ranges overlap on: $dupes (see --help)"
@@ -94,7 +104,7 @@ done
 # --- processes, and stopping them ----------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tradecast-local.XXXXXX")
 chmod 755 "$WORK"   # nginx workers run as nobody when started by root
-mkdir -p "$WORK/logs" "$WORK/redis" "$WORK/nginx/logs" "$WORK/nginx/temp"
+mkdir -p "$WORK/logs" "$WORK/nginx/logs" "$WORK/nginx/temp"
 
 NAMES=()   # parallel arrays: what was started, in order
 PIDS=()
@@ -162,16 +172,35 @@ wait_until() {
   exit 1
 }
 
-redis_up() { [ "$("$REDIS_CLI" -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+redis_up() { [ "$("$REDIS_CLI" -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
+cluster_ok() {
+  "$REDIS_CLI" -h 127.0.0.1 -p "$REDIS_PORT" cluster info 2>/dev/null | grep -q '^cluster_state:ok'
+}
 ready() { [ "$(http_status "$1" /readyz)" = 200 ]; }
 answers() { [ -n "$(http_status "$1" /ws)" ]; }
 
 # --- redis ------------------------------------------------------------------------
-REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
-LAST_LOG=$WORK/logs/redis.log
-start redis "$LAST_LOG" "$REDIS_SERVER" --bind 127.0.0.1 --port "$REDIS_PORT" \
-  --save '' --appendonly no --dir "$WORK/redis"
-wait_until 10 "redis-server" redis_up
+for p in "${REDIS_PORTS[@]}"; do
+  mkdir -p "$WORK/redis-$p"
+  LAST_LOG=$WORK/logs/redis-$p.log
+  cluster_args=()
+  [ "$CLUSTER" = 0 ] || cluster_args=(--cluster-enabled yes --cluster-config-file nodes.conf)
+  start "redis $p" "$LAST_LOG" "$REDIS_SERVER" --bind 127.0.0.1 --port "$p" \
+    --save '' --appendonly no --dir "$WORK/redis-$p" "${cluster_args[@]}"
+  wait_until 10 "redis-server on $p" redis_up "$p"
+done
+# What the nodes, the simulator and `publish` are given.
+STREAM_ARGS=(--redis "redis://127.0.0.1:$REDIS_PORT/")
+if [ "$CLUSTER" = 1 ]; then
+  "$REDIS_CLI" --cluster create "${REDIS_PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 \
+    --cluster-yes >"$WORK/logs/cluster-create.log" 2>&1 \
+    || { cat "$WORK/logs/cluster-create.log" >&2; die "redis-cli --cluster create failed"; }
+  wait_until 10 "the Redis Cluster" cluster_ok
+  seeds=$(printf 'redis://127.0.0.1:%s,' "${REDIS_PORTS[@]}")
+  # On a cluster the two ingest streams must share a hash tag (docs/operations.md §10.6).
+  STREAM_ARGS=(--redis "${seeds%,}" --redis-cluster
+    --events-stream '{tc}:events' --ticks-stream '{tc}:ticks')
+fi
 
 # --- nodes ------------------------------------------------------------------------
 export TRADECAST_JWT_SECRET=$SECRET   # not on the command line, where ps shows it
@@ -182,7 +211,7 @@ for ((i = 1; i <= NODES; i++)); do
   admin=127.0.0.1:$((ADMIN_PORT + i - 1))
   NODE_ADDRS+=("$public")
   LAST_LOG=$WORK/logs/node$i.log
-  start "node $i" "$LAST_LOG" "$BIN" serve --redis "$REDIS_URL" \
+  start "node $i" "$LAST_LOG" "$BIN" serve "${STREAM_ARGS[@]}" \
     --listen "$public" --admin-listen "$admin" --drain-ms 2000
   wait_until 30 "node $i" ready $((ADMIN_PORT + i - 1))
 done
@@ -204,7 +233,7 @@ wait_until 10 "nginx" answers "$PORT"
 # --- simulator (optional) -----------------------------------------------------------
 if [ "$SIMULATE" -gt 0 ]; then
   LAST_LOG=$WORK/logs/simulate.log
-  start simulator "$LAST_LOG" "$BIN" simulate --redis "$REDIS_URL" --rate "$SIMULATE" \
+  start simulator "$LAST_LOG" "$BIN" simulate "${STREAM_ARGS[@]}" --rate "$SIMULATE" \
     --traders 100
   TRADER=100001   # the simulator's first trader
 else
@@ -214,7 +243,7 @@ TOKEN=$("$BIN" token --sub "$TRADER" --role client --ttl 86400)
 
 cat <<EOF
 
-tradecast: $NODES node(s) on one Redis, behind nginx (everything on 127.0.0.1)
+tradecast: $NODES node(s) on $([ "$CLUSTER" = 1 ] && echo "a 3-master Redis Cluster" || echo "one Redis"), behind nginx (everything on 127.0.0.1)
 
   WebSocket, through nginx   ws://127.0.0.1:$PORT/ws?token=<JWT>
   dashboard page             http://127.0.0.1:$PORT/
@@ -228,8 +257,8 @@ for ((i = 1; i <= NODES; i++)); do
     "$i" "${NODE_ADDRS[i - 1]}" $((ADMIN_PORT + i - 1))
 done
 cat <<EOF
-  redis    $REDIS_URL
-  events   $BIN publish --redis $REDIS_URL FILE.jsonl   (or --simulate RATE)
+  redis    ${STREAM_ARGS[*]}
+  events   $BIN publish ${STREAM_ARGS[*]} FILE.jsonl   (or --simulate RATE)
   files    $WORK (nginx.conf and logs under nginx/, node logs under logs/)
 
 Ctrl-C stops everything.
