@@ -2,8 +2,9 @@
 // real `tradecast demo`: the trader's live profits move, a position the simulator closes
 // shows in the trader's closed-trade feed and its commission in the IB's ticker, the
 // risk view shows (sortable) exposure, and after the node is SIGKILLed and restarted on
-// the same port the page reconnects by itself and data flows again. Saves screenshots of
-// the three views to docs/screenshots/.
+// the same port the page reconnects by itself and data flows again. Opens the URL the
+// demo prints, as a new user would. Saves screenshots of the three views to
+// target/screenshots/ ($UPDATE_SCREENSHOTS=1: to docs/screenshots/, the README's).
 //
 // Binary: $TRADECAST_BIN, by default ../target/debug/tradecast (built when missing).
 // Browser: $CHROMIUM_BIN, by default /usr/bin/chromium (`apt-get install chromium`).
@@ -20,7 +21,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(here, '../..');
 const BIN = process.env.TRADECAST_BIN || resolve(REPO, 'target/debug/tradecast');
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const SHOTS = resolve(REPO, 'docs/screenshots');
+const SHOTS = resolve(REPO, process.env.UPDATE_SCREENSHOTS === '1' ? 'docs/screenshots' : 'target/screenshots');
 const VIEWPORT = { width: 1280, height: 800 };
 /**
  * How long to wait for the simulator to close one of the demo trader's positions before
@@ -57,7 +58,10 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
   });
 }
 
-/** `tradecast demo` on `listen`; resolves once it printed its listening line. */
+/**
+ * `tradecast demo` on `listen`; resolves once it printed its listening line and the
+ * dashboard URL it tells a new user to open.
+ */
 async function startDemo(listen = '127.0.0.1:0') {
   const child = spawn(BIN, ['demo', '--listen', listen, '--admin-listen', '127.0.0.1:0'], {
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -66,17 +70,25 @@ async function startDemo(listen = '127.0.0.1:0') {
   children.add(child);
   const exited = new Promise((done) => child.once('exit', done));
   exited.then(() => children.delete(child));
-  const line = await new Promise((resolveLine, reject) => {
+  const [line, url] = await new Promise((resolveLines, reject) => {
     const rl = createInterface({ input: child.stdout });
-    const timer = setTimeout(() => reject(new Error('tradecast demo printed no listening line')), 15000);
-    rl.once('line', (l) => {
-      clearTimeout(timer);
-      rl.close();
-      resolveLine(l);
+    const timer = setTimeout(() => reject(new Error('tradecast demo printed no dashboard URL')), 15000);
+    let listening;
+    rl.on('line', (l) => {
+      if (!listening) {
+        listening = l;
+        return;
+      }
+      const printed = l.match(/^\s+(http:\/\/\S+\/)$/);
+      if (printed) {
+        clearTimeout(timer);
+        rl.close();
+        resolveLines([listening, printed[1]]);
+      }
     });
     child.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`tradecast demo exited (${code}) before listening`));
+      reject(new Error(`tradecast demo exited (${code}) before printing its URL`));
     });
   });
   child.stdout.resume();
@@ -87,6 +99,7 @@ async function startDemo(listen = '127.0.0.1:0') {
   };
   return {
     child,
+    url,
     public: field('public='),
     admin: field('admin='),
     async kill() {
@@ -188,8 +201,9 @@ after(async () => {
 test('dashboard against tradecast demo: live trader, IB and risk views, reconnect after a restart', async (t) => {
   const started = Date.now();
   let server = await startDemo();
-  const url = `http://${server.public}/`;
-  t.diagnostic(`demo on ${url}`);
+  const url = server.url;
+  assert.equal(url, `http://${server.public}/`, 'the printed URL is the public listener');
+  t.diagnostic(`demo printed ${url}`);
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -206,6 +220,7 @@ test('dashboard against tradecast demo: live trader, IB and risk views, reconnec
   await t.test('trader: one click, then account, positions and live profits that move', async () => {
     const { page } = trader;
     assert.equal(await page.locator('#view-empty').isVisible(), true, 'the welcome text before a token');
+    const clicked = Date.now();
     await clickIdentity(page, 'client');
     traderConnectedAt = Date.now();
     await page.waitForSelector('#positions tbody tr[data-id]', { timeout: 5000 });
@@ -217,7 +232,7 @@ test('dashboard against tradecast demo: live trader, IB and risk views, reconnec
     assert.match(await text(page, '#account dd[data-f="margin_level"]'), /^[\d,]+\.\d\d %$|^—$/);
     // "Numbers move within a second" (live figures come every 250 ms per account).
     const took = await profitsMove(page, 1000);
-    t.diagnostic(`trader: profits moved ${took} ms after the positions showed`);
+    t.diagnostic(`trader: profits moved ${took} ms after the positions showed, ${Date.now() - clicked} ms after the click`);
     // And keep moving.
     await profitsMove(page, 3000);
     await page.waitForSelector('#prices .tile[data-symbol="EURUSD"] .bid', { timeout: 3000 });
@@ -311,6 +326,25 @@ test('dashboard against tradecast demo: live trader, IB and risk views, reconnec
     await page.waitForSelector(selector, { timeout: 5000 });
     assert.match(await text(page, selector), /margin call|stop out|large deal/);
     assert.notEqual(await text(page, '#alerts-count'), '0');
+  });
+
+  await t.test('a client joining the IB\'s network shows as joined in the IB view', async () => {
+    const { page } = ib;
+    const me = Number((await text(page, '#ib-title')).replace(/^IB #/, ''));
+    const before = Number((await text(page, '#network-count')).replace(/,/g, ''));
+    // An ib_link as the plugin sends it when a new client signs up under this IB.
+    const login = 880_000 + (Date.now() % 10_000);
+    const r = await fetch(`http://${server.admin}/v1/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ v: 1, type: 'ib_link', op: 'set', src: `page-test-join-${Date.now()}`, seq: 1, ts: Date.now(), login, ib: me }),
+    });
+    assert.equal(r.status, 200, `POST /v1/events: ${r.status}`);
+    const joined = `#network li[data-client="${login}"] .joined`;
+    await page.waitForSelector(joined, { timeout: 5000 });
+    assert.match(await text(page, joined), /^joined \d\d:\d\d/);
+    assert.ok(Number((await text(page, '#network-count')).replace(/,/g, '')) > before, 'the network grew');
+    assert.match(await text(page, '#joins-note'), /\b\d+ joined\b/);
   });
 
   await t.test('screenshots of the three views with live data', async () => {
