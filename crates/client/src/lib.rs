@@ -1,9 +1,10 @@
 //! tradecast WebSocket clients.
 //!
 //! - [`Client`]: one connection: connect with a token, send requests, read JSON
-//!   messages. It is the low-level layer the project's own tests and load generator
-//!   use; it connects from a chosen local address so a load generator can spread
-//!   connections over 127.0.0.x.
+//!   messages. It is the low-level layer the project's own tests use; it can connect
+//!   from a chosen local address to spread connections over 127.0.0.x. (The
+//!   benchmark tool, `crates/bench`, holds its sockets itself so that the kernel
+//!   picks each source port at `connect()`; see its `worker.rs`.)
 //! - [`Session`]: the resilient client an application wants, with the semantics of the
 //!   TypeScript SDK (`clients/js`): one logical session over successive connections,
 //!   reconnecting with jittered backoff, pinging and detecting a dead link, resuming
