@@ -28,8 +28,9 @@ rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup compon
 # crates/tradecast/tests/nginx.rs runs the real nginx with deploy/nginx.conf.template
 # (Debian installs it in /usr/sbin, which a non-root PATH may lack).
 { need nginx || [ -x /usr/sbin/nginx ]; } || apt_install nginx
-# crates/producer's tests compile a C and a C++ program against the library.
-{ need cc && need c++; } || apt_install gcc g++
+# crates/producer's tests compile a C and a C++ program against the library; the
+# binary's allocator (jemalloc) is built from source with make.
+{ need cc && need c++ && need make; } || apt_install gcc g++ make
 # web/ (the dashboard) is tested in Debian's Chromium, driven by playwright-core (no browser download).
 { need chromium || [ -x /usr/bin/chromium ]; } || apt_install chromium
 # clients/js (the TypeScript SDK) is built and tested with Node 20+ and npm.

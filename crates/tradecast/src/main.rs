@@ -8,6 +8,7 @@
 
 mod cli;
 mod config_file;
+mod memory;
 mod publish;
 mod simulate;
 
@@ -80,6 +81,7 @@ async fn serve(args: ServeArgs, demo_mode: bool) -> anyhow::Result<()> {
         None => None,
     };
     let gateway = Gateway::bind(config, auth, identities.clone()).await?;
+    memory::spawn_metrics();
     if let Some(simulator) = simulator {
         let Ingest::Local(pipeline) = &gateway.node().ingest else {
             unreachable!("demo mode runs on the embedded broker");
