@@ -1230,6 +1230,10 @@ struct Sample {
     /// Seconds since the traffic started.
     t_s: f64,
     node_rss_kib: u64,
+    /// What the node's allocator says it holds (`tradecast_memory_allocated_bytes`).
+    heap_kib: u64,
+    /// The embedded broker's resume history (`tradecast_history_bytes`; 0 on Redis).
+    history_kib: u64,
     /// Node CPU over the interval, in % of one core.
     node_cpu_pct: f64,
     soak_rss_kib: u64,
@@ -1302,6 +1306,13 @@ impl Sampler {
         Ok(Sample {
             t_s: (now.duration_since(self.started).as_secs_f64() * 10.0).round() / 10.0,
             node_rss_kib: procfs::rss_kib(self.node_pid)?,
+            heap_kib: (node
+                .metric("tradecast_memory_allocated_bytes")
+                .await
+                .unwrap_or(0.0)
+                / 1024.0) as u64,
+            history_kib: (node.metric("tradecast_history_bytes").await.unwrap_or(0.0) / 1024.0)
+                as u64,
             node_cpu_pct: pct(0),
             soak_rss_kib: procfs::rss_kib(std::process::id())?,
             soak_cpu_pct: pct(1),
@@ -1325,12 +1336,14 @@ impl Sampler {
 fn print_sample(s: &Sample) {
     let t = s.t_s as u64;
     eprintln!(
-        "[{:>2}:{:02}] node {:>6.1} MiB {:>5.1} % | soak {:>6.1} MiB {:>5.1} % | machine {:>5.1} % load {:.2} | \
+        "[{:>2}:{:02}] node {:>6.1} MiB {:>5.1} % heap {:>6.1} MiB history {:>5.1} MiB | soak {:>6.1} MiB {:>5.1} % | machine {:>5.1} % load {:.2} | \
          conns {}/{} | {:>6} msg/s | churned {} reconnects {} | lost {} dup {} not-recovered {}",
         t / 60,
         t % 60,
         s.node_rss_kib as f64 / 1024.0,
         s.node_cpu_pct,
+        s.heap_kib as f64 / 1024.0,
+        s.history_kib as f64 / 1024.0,
         s.soak_rss_kib as f64 / 1024.0,
         s.soak_cpu_pct,
         s.machine_cpu_pct,
@@ -1794,8 +1807,8 @@ fn markdown(report: &Value, samples: &[Sample], verdict: Option<&Verdict>) -> St
         report["source"].as_str().unwrap_or("?"),
     ));
     md.push_str(
-        "| time | node RSS | node CPU | soak RSS | soak CPU | machine CPU (of 200 %) | load 1 min | connections (node / clients) | messages/s | churned | lost | dup |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| time | node RSS | node heap (allocated) | of it, resume history | node CPU | soak RSS | soak CPU | machine CPU (of 200 %) | load 1 min | connections (node / clients) | messages/s | churned | lost | dup |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let every = if samples.len() > 40 { 60.0 } else { 0.0 };
     let mut next_minute = 0.0;
@@ -1806,8 +1819,8 @@ fn markdown(report: &Value, samples: &[Sample], verdict: Option<&Verdict>) -> St
         next_minute = (s.t_s / 60.0).floor() * 60.0 + every;
         let t = s.t_s as u64;
         md.push_str(&format!(
-            "| {}:{:02} | {:.1} MiB | {:.0} % | {:.1} MiB | {:.0} % | {:.0} % | {:.2} | {} / {} | {:.0} | {} | {} | {} |\n",
-            t / 60, t % 60, s.node_rss_kib as f64 / 1024.0, s.node_cpu_pct,
+            "| {}:{:02} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.0} % | {:.1} MiB | {:.0} % | {:.0} % | {:.2} | {} / {} | {:.0} | {} | {} | {} |\n",
+            t / 60, t % 60, s.node_rss_kib as f64 / 1024.0, s.heap_kib as f64 / 1024.0, s.history_kib as f64 / 1024.0, s.node_cpu_pct,
             s.soak_rss_kib as f64 / 1024.0, s.soak_cpu_pct, s.machine_cpu_pct, s.load_avg_1m,
             s.node_connections, s.client_connections, s.messages_per_s, s.churned_total,
             s.lost_total, s.duplicates_total,
@@ -1953,6 +1966,8 @@ mod tests {
         Sample {
             t_s,
             node_rss_kib: rss,
+            heap_kib: 0,
+            history_kib: 0,
             node_cpu_pct: 0.0,
             soak_rss_kib: 0,
             soak_cpu_pct: 0.0,
