@@ -155,6 +155,54 @@ async fn every_audience_on_any_node(store: Store) {
         .and_then(|s| s.iter().find(|s| s["symbol"] == "EURUSD"))
         .unwrap_or_else(|| panic!("no EURUSD in {exposure}"));
     assert_eq!(eurusd["buy_lots"], 1.0, "{exposure}");
+
+    // Ingested through node 1 (`POST /v1/events` writes into the streams there): a
+    // margin call reaches the trader on node 3 and the risk desk on node 2, each as
+    // the next durable message of its channel.
+    let last_portfolio_seq = portfolio.last().and_then(|m| m["seq"].as_u64()).unwrap();
+    let margin_call = event(
+        "node1-post",
+        1,
+        json!({"type":"margin_call","op":"enter","login":42,"equity":900.0,
+               "margin":1000.0,"margin_level":90.0}),
+    );
+    let (status, reply) = nodes[0].post_events(&json!([margin_call])).await;
+    assert_eq!(status, 200, "{reply}");
+    let alerts = durable_until(&mut risk, "alerts", |got| !got.is_empty()).await;
+    assert_eq!(
+        (
+            alerts[0]["type"].as_str(),
+            alerts[0]["kind"].as_str(),
+            alerts[0]["op"].as_str(),
+            alerts[0]["login"].as_u64(),
+            alerts[0]["margin_level"].as_f64(),
+            alerts[0]["seq"].as_u64(),
+        ),
+        (
+            Some("alert"),
+            Some("margin_call"),
+            Some("enter"),
+            Some(42),
+            Some(90.0),
+            Some(1)
+        ),
+        "{alerts:?}"
+    );
+    let mine = durable_until(&mut trader, "portfolio:42", |got| {
+        got.iter().any(|m| m["type"] == "alert")
+    })
+    .await;
+    assert_eq!(
+        mine[0]["seq"].as_u64(),
+        Some(last_portfolio_seq + 1),
+        "{mine:?}"
+    );
+    assert_contiguous(&mine);
+    let alert = mine.iter().find(|m| m["type"] == "alert").unwrap();
+    assert_eq!(
+        (alert["kind"].as_str(), alert["login"].as_u64()),
+        (Some("margin_call"), Some(42))
+    );
 }
 
 async fn resume_on_another_node(store: Store) {
