@@ -79,6 +79,7 @@ async fn a_c_plugin_session_reaches_the_trader_the_ib_chain_and_the_risk_desk() 
 
     let mut trader = connect(&node, 500123, "client").await;
     let mut direct_ib = connect(&node, 400010, "ib").await;
+    let mut second_ib = connect(&node, 400002, "ib").await;
     let mut top_ib = connect(&node, 400001, "ib").await;
     let mut risk = connect(&node, 7, "admin").await;
 
@@ -201,17 +202,25 @@ async fn a_c_plugin_session_reaches_the_trader_the_ib_chain_and_the_risk_desk() 
         (&Value::from(500123), &Value::from("Ada Lovelace"))
     );
 
-    // The top of the chain, three levels up.
-    let got = collect(&mut top_ib, |got| {
-        has(got, "commissions:400001", "commission")
-    })
-    .await;
-    let c = got.iter().find(|m| m["type"] == "commission").unwrap();
-    assert_eq!(
-        (&c["level"], &c["amount"]),
-        (&Value::from(3), &Value::from(0.6)),
-        "{c}"
-    );
+    // The two IBs above it: levels 2 and 3, the amounts the deal carried.
+    for (ib, client, level, amount) in [
+        (400002, &mut second_ib, 2, 2.4),
+        (400001, &mut top_ib, 3, 0.6),
+    ] {
+        let commissions = format!("commissions:{ib}");
+        let got = collect(client, |got| has(got, &commissions, "commission")).await;
+        let c = got.iter().find(|m| m["type"] == "commission").unwrap();
+        assert_eq!(
+            (&c["client"], &c["level"], &c["amount"], &c["deal"]),
+            (
+                &Value::from(500123),
+                &Value::from(level),
+                &Value::from(amount),
+                &Value::from(77001234)
+            ),
+            "{c}"
+        );
+    }
 
     // The risk desk: the margin-call alert.
     let got = collect(&mut risk, |got| has(got, "alerts", "alert")).await;
