@@ -3,7 +3,7 @@
 //! pid, and tying a child process's life to ours.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +12,8 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_websockets::{ClientBuilder, WebSocketStream};
 
 /// A minimal HTTP/1.1 GET; (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
@@ -209,10 +210,39 @@ pub fn redis_pid(port: u16) -> Option<u32> {
         })
 }
 
+/// A WebSocket to `server`'s `/ws` with `token`, from `local_ip` with the port picked
+/// at `connect()` (see [`bind_address_no_port`]), Nagle off, no frame size limits.
+pub async fn connect_ws(
+    server: SocketAddr,
+    local_ip: IpAddr,
+    token: &str,
+) -> anyhow::Result<WebSocketStream<TcpStream>> {
+    let socket = match local_ip {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    bind_address_no_port(&socket)?;
+    socket
+        .bind(SocketAddr::new(local_ip, 0))
+        .with_context(|| format!("binding to {local_ip}"))?;
+    let stream = socket
+        .connect(server)
+        .await
+        .with_context(|| format!("connecting to {server}"))?;
+    stream.set_nodelay(true)?;
+    let (ws, _response) = ClientBuilder::new()
+        .uri(&format!("ws://{server}/ws?token={token}"))?
+        .limits(tokio_websockets::Limits::unlimited())
+        .connect_on(stream)
+        .await
+        .context("WebSocket upgrade refused")?;
+    Ok(ws)
+}
+
 /// `IP_BIND_ADDRESS_NO_PORT`: with it, `bind(ip:0)` leaves the port to `connect()`,
 /// which may reuse one port towards different destinations; without it every bound
 /// socket takes a port out of the ephemeral range for good.
-pub fn bind_address_no_port(socket: &tokio::net::TcpSocket) -> anyhow::Result<()> {
+fn bind_address_no_port(socket: &tokio::net::TcpSocket) -> anyhow::Result<()> {
     use std::os::fd::AsRawFd;
     let one: libc::c_int = 1;
     // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.

@@ -44,17 +44,16 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_websockets::{ClientBuilder, CloseCode, Message, WebSocketStream};
+use tokio_websockets::{CloseCode, Message, WebSocketStream};
 use tradecast_gateway::Authenticator;
 use tradecast_protocol::{Principal, Role};
 use tradecast_testkit::RedisServer;
 
 use crate::common::{
-    bind_address_no_port, die_with_parent, http_get, metric_sum, post_events, redis_pid,
-    source_version,
+    connect_ws, die_with_parent, http_get, metric_sum, post_events, redis_pid, source_version,
 };
 use crate::procfs;
 
@@ -367,27 +366,6 @@ struct Subscribed {
 
 type Ws = WebSocketStream<TcpStream>;
 
-/// A WebSocket to the node from `local` (the port picked at `connect()`).
-async fn handshake(server: SocketAddr, local: Ipv4Addr, token: &str) -> anyhow::Result<Ws> {
-    let socket = TcpSocket::new_v4()?;
-    bind_address_no_port(&socket)?;
-    socket
-        .bind(SocketAddr::from((local, 0)))
-        .with_context(|| format!("binding to {local}"))?;
-    let stream = socket
-        .connect(server)
-        .await
-        .with_context(|| format!("connecting to {server}"))?;
-    stream.set_nodelay(true)?;
-    let (ws, _) = ClientBuilder::new()
-        .uri(&format!("ws://{server}/ws?token={token}"))?
-        .limits(tokio_websockets::Limits::unlimited())
-        .connect_on(stream)
-        .await
-        .context("WebSocket upgrade refused")?;
-    Ok(ws)
-}
-
 /// Connection `i` for the whole soak: connect, serve, and after every close
 /// reconnect and resume, until the coordinator drops its command sender.
 async fn connection(shared: Arc<Shared>, i: usize, mut cmds: mpsc::Receiver<Cmd>) {
@@ -416,10 +394,12 @@ async fn connection(shared: Arc<Shared>, i: usize, mut cmds: mpsc::Receiver<Cmd>
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut attempt = 0u32;
         let ws = loop {
-            let result =
-                tokio::time::timeout(STEP_TIMEOUT, handshake(shared.server, local, &user.token))
-                    .await
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("handshake timed out")));
+            let result = tokio::time::timeout(
+                STEP_TIMEOUT,
+                connect_ws(shared.server, local.into(), &user.token),
+            )
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("handshake timed out")));
             match result {
                 Ok(ws) => break Some(ws),
                 Err(e) => {

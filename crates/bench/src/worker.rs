@@ -45,13 +45,13 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_websockets::{ClientBuilder, Message, WebSocketStream};
+use tokio_websockets::{Message, WebSocketStream};
 use tradecast_gateway::Authenticator;
 use tradecast_protocol::{Principal, Role};
 
-use crate::common::{bind_address_no_port, encode_histogram, histogram, now_us};
+use crate::common::{connect_ws, encode_histogram, histogram, now_us};
 
 /// A run of users of one role with consecutive ids: `client:100001:500`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -990,27 +990,9 @@ struct Ws {
 
 impl Ws {
     async fn connect(server: SocketAddr, local_ip: IpAddr, token: &str) -> anyhow::Result<Ws> {
-        let socket = match local_ip {
-            IpAddr::V4(_) => TcpSocket::new_v4()?,
-            IpAddr::V6(_) => TcpSocket::new_v6()?,
-        };
-        bind_address_no_port(&socket)?;
-        socket
-            .bind(SocketAddr::new(local_ip, 0))
-            .with_context(|| format!("binding to {local_ip}"))?;
-        let stream = socket
-            .connect(server)
-            .await
-            .with_context(|| format!("connecting to {server}"))?;
-        stream.set_nodelay(true)?;
-        let uri = format!("ws://{server}/ws?token={token}");
-        let (ws, _response) = ClientBuilder::new()
-            .uri(&uri)?
-            .limits(tokio_websockets::Limits::unlimited())
-            .connect_on(stream)
-            .await
-            .context("WebSocket upgrade refused")?;
-        Ok(Ws { ws })
+        Ok(Ws {
+            ws: connect_ws(server, local_ip, token).await?,
+        })
     }
 
     async fn send(&mut self, request: &Value) -> anyhow::Result<()> {
