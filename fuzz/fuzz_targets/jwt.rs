@@ -26,16 +26,10 @@ use tradecast_gateway::auth::Identity;
 
 const SECRET: &str = "fuzz-secret";
 
-/// Throwaway key pairs, only for fuzzing.
-const EC_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg/u+Ugije8+EdoOxB
-w5MNetO7QDziXcwFsbOjpGld+zmhRANCAASaK01xOPBeg+ylJQ9DtYW5UmA3lRrZ
-QEjPDMjk7K+v4dTteyQ9DbddJ7JK7OiYc7kE/boe2HVyljtzti+dvxoB
------END PRIVATE KEY-----";
-const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEmitNcTjwXoPspSUPQ7WFuVJgN5Ua
-2UBIzwzI5Oyvr+HU7XskPQ23XSeySuzomHO5BP26Hth1cpY7c7Yvnb8aAQ==
------END PUBLIC KEY-----";
+/// Throwaway key pairs, only for fuzzing: the P-256 pair is the tests' own
+/// (`tradecast_testkit::keys`), so the regression inputs replay the same way there.
+const EC_PRIVATE: &str = include_str!("../../crates/testkit/keys/p256-private.pem");
+const EC_PUBLIC: &str = include_str!("../../crates/testkit/keys/p256-public.pem");
 const RSA_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
 MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEArknFO++MzvFssLo27SBx
 fKT8sCLFRm6/OIhnat2Tpx6D2WoCC27MdVHTeehxWZfAgmhzBiKxixdFFZ8yA/M2

@@ -157,6 +157,8 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // A throwaway P-256 key pair, only for tests.
+    use tradecast_testkit::keys::{EC_PRIVATE, EC_PUBLIC};
 
     fn auth() -> Authenticator {
         Authenticator::new(Some("s3cret"), None).unwrap()
@@ -195,17 +197,6 @@ mod tests {
         assert!(auth().verify(none).is_err());
         assert_eq!(auth().verify("not-a-token"), Err(AuthError::Malformed));
     }
-
-    /// A throwaway P-256 key pair, only for these tests.
-    const EC_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg/u+Ugije8+EdoOxB
-w5MNetO7QDziXcwFsbOjpGld+zmhRANCAASaK01xOPBeg+ylJQ9DtYW5UmA3lRrZ
-QEjPDMjk7K+v4dTteyQ9DbddJ7JK7OiYc7kE/boe2HVyljtzti+dvxoB
------END PRIVATE KEY-----";
-    const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEmitNcTjwXoPspSUPQ7WFuVJgN5Ua
-2UBIzwzI5Oyvr+HU7XskPQ23XSeySuzomHO5BP26Hth1cpY7c7Yvnb8aAQ==
------END PUBLIC KEY-----";
 
     fn es256_token(claims: &Claims) -> String {
         let key = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();

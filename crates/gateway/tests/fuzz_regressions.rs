@@ -13,18 +13,11 @@ use tradecast_gateway::credentials::bearer_token;
 use tradecast_gateway::events_body::{self, BodyError};
 use tradecast_protocol::ingest;
 use tradecast_testkit::fuzz;
+use tradecast_testkit::keys::{EC_PRIVATE, EC_PUBLIC};
 
-/// The fuzz target's secret and throwaway P-256 key pair (`fuzz/fuzz_targets/jwt.rs`).
+/// The fuzz target's secret (`fuzz/fuzz_targets/jwt.rs`); its key pair is
+/// `tradecast_testkit::keys`.
 const SECRET: &str = "fuzz-secret";
-const EC_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg/u+Ugije8+EdoOxB
-w5MNetO7QDziXcwFsbOjpGld+zmhRANCAASaK01xOPBeg+ylJQ9DtYW5UmA3lRrZ
-QEjPDMjk7K+v4dTteyQ9DbddJ7JK7OiYc7kE/boe2HVyljtzti+dvxoB
------END PRIVATE KEY-----";
-const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEmitNcTjwXoPspSUPQ7WFuVJgN5Ua
-2UBIzwzI5Oyvr+HU7XskPQ23XSeySuzomHO5BP26Hth1cpY7c7Yvnb8aAQ==
------END PUBLIC KEY-----";
 
 /// `base64(header).base64(claims).signature`, as the fuzz target signs its shapes 1–3.
 fn signed(header: &[u8], claims: &[u8], key: &EncodingKey, alg: Algorithm) -> String {

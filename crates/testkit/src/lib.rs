@@ -35,6 +35,7 @@
 //! when missing).
 
 pub mod fuzz;
+pub mod keys;
 pub mod nginx;
 mod proxy;
 
