@@ -1179,11 +1179,16 @@ impl Node {
         self.child.id().context("the node has exited")
     }
 
-    /// The sum of every sample of `name` on `/metrics`.
-    async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+    /// The node's `/metrics` text.
+    async fn metrics(&self) -> anyhow::Result<String> {
         let (status, body) = http_get(self.admin, "/metrics").await?;
         anyhow::ensure!(status == 200, "/metrics answered {status}");
-        Ok(metric_sum(&body, name))
+        Ok(body)
+    }
+
+    /// The sum of every sample of `name` on `/metrics`.
+    async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        Ok(metric_sum(&self.metrics().await?, name))
     }
 
     async fn wait_for(
@@ -1283,16 +1288,13 @@ impl Sampler {
         let secs = now.duration_since(then).as_secs_f64().max(1e-3);
         let pct = |k: usize| ((cpu[k] - cpu_then[k]) / secs * 1000.0).round() / 10.0;
         self.last = (now, cpu, frames);
+        let metrics = node.metrics().await.ok();
+        let metric = |name| metrics.as_deref().map(|body| metric_sum(body, name));
         Ok(Sample {
             t_s: (now.duration_since(self.started).as_secs_f64() * 10.0).round() / 10.0,
             node_rss_kib: procfs::rss_kib(self.node_pid)?,
-            heap_kib: (node
-                .metric("tradecast_memory_allocated_bytes")
-                .await
-                .unwrap_or(0.0)
-                / 1024.0) as u64,
-            history_kib: (node.metric("tradecast_history_bytes").await.unwrap_or(0.0) / 1024.0)
-                as u64,
+            heap_kib: (metric("tradecast_memory_allocated_bytes").unwrap_or(0.0) / 1024.0) as u64,
+            history_kib: (metric("tradecast_history_bytes").unwrap_or(0.0) / 1024.0) as u64,
             node_cpu_pct: pct(0),
             soak_rss_kib: procfs::rss_kib(std::process::id())?,
             soak_cpu_pct: pct(1),
@@ -1300,7 +1302,7 @@ impl Sampler {
             redis_cpu_pct: self.redis_pid.map(|_| pct(2)),
             machine_cpu_pct: pct(3),
             load_avg_1m: procfs::load_average().map_or(0.0, |l| l[0]),
-            node_connections: node.metric("tradecast_connections").await.unwrap_or(-1.0) as u64,
+            node_connections: metric("tradecast_connections").unwrap_or(-1.0) as u64,
             client_connections: Counters::get(&c.up),
             messages_per_s: ((frames - frames_then) as f64 / secs).round(),
             messages_total: frames,
@@ -1617,17 +1619,24 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let audited = Counters::get(&c.audited);
-    let node_counts = json!({
-        "connections_total": node.metric("tradecast_connections_total").await?,
-        "connections_refused_total": node.metric("tradecast_connections_refused_total").await?,
-        "resumes_total": node.metric("tradecast_resumes_total").await?,
-        "slow_consumer_closes_total": node.metric("tradecast_slow_consumer_closes_total").await?,
-        "outbox_conflated_total": node.metric("tradecast_outbox_conflated_total").await?,
-        "frames_out_total": node.metric("tradecast_frames_out_total").await?,
-        "ingest_rejected_total": node.metric("tradecast_ingest_rejected_total").await?,
-        "ingest_dead_letters_total": node.metric("tradecast_ingest_dead_letters_total").await?,
-        "publish_failures_total": node.metric("tradecast_publish_failures_total").await?,
-    });
+    let metrics = node.metrics().await?;
+    let node_counts: serde_json::Map<String, Value> = [
+        "tradecast_connections_total",
+        "tradecast_connections_refused_total",
+        "tradecast_resumes_total",
+        "tradecast_slow_consumer_closes_total",
+        "tradecast_outbox_conflated_total",
+        "tradecast_frames_out_total",
+        "tradecast_ingest_rejected_total",
+        "tradecast_ingest_dead_letters_total",
+        "tradecast_publish_failures_total",
+    ]
+    .into_iter()
+    .map(|name| {
+        let key = name.trim_start_matches("tradecast_").to_owned();
+        (key, json!(metric_sum(&metrics, name)))
+    })
+    .collect();
     for task in &tasks {
         task.abort();
     }
